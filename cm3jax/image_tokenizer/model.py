@@ -1,0 +1,249 @@
+"""The VQ-GAN image tokenizer in Flax NNX, layer for layer the taming-transformers `VQModel`
+that Chameleon ships (and that Hugging Face's `ChameleonVQVAE` ports), so the same code
+trains on Shapes and runs imported Chameleon weights.
+
+Images are NHWC floats in [-1, 1]. An image of side R becomes an (R/f) x (R/f) grid of
+codes, f = 2 ** (len(channel_multipliers) - 1), read row by row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+@dataclasses.dataclass(frozen=True)
+class VQGANConfig:
+    resolution: int = 32
+    in_channels: int = 3
+    out_channels: int = 3
+    base_channels: int = 64
+    channel_multipliers: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    attn_resolutions: tuple[int, ...] = ()
+    z_channels: int = 64
+    embed_dim: int = 64
+    codebook_size: int = 1024
+    norm_groups: int = 32
+    beta: float = 0.25  # commitment weight
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.channel_multipliers) - 1)
+
+    def grid_size(self, resolution: int | None = None) -> int:
+        return (resolution or self.resolution) // self.downsample_factor
+
+    @classmethod
+    def chameleon(cls) -> "VQGANConfig":
+        """Chameleon's released tokenizer: 512x512 -> 32x32 codes of 8192."""
+        return cls(resolution=512, base_channels=128, channel_multipliers=(1, 1, 2, 2, 4), num_res_blocks=2,
+                   attn_resolutions=(), z_channels=256, embed_dim=256, codebook_size=8192)
+
+
+def _norm(channels: int, config: VQGANConfig, rngs: nnx.Rngs) -> nnx.GroupNorm:
+    groups = math.gcd(config.norm_groups, channels)
+    return nnx.GroupNorm(channels, num_groups=groups, epsilon=1e-6, use_fast_variance=False, rngs=rngs)
+
+
+def _conv(cin: int, cout: int, kernel: int, rngs: nnx.Rngs, strides: int = 1, padding="SAME") -> nnx.Conv:
+    return nnx.Conv(cin, cout, (kernel, kernel), strides=strides, padding=padding, rngs=rngs)
+
+
+class ResnetBlock(nnx.Module):
+    def __init__(self, cin: int, cout: int, config: VQGANConfig, rngs: nnx.Rngs):
+        self.norm1 = _norm(cin, config, rngs)
+        self.conv1 = _conv(cin, cout, 3, rngs)
+        self.norm2 = _norm(cout, config, rngs)
+        self.conv2 = _conv(cout, cout, 3, rngs)
+        self.nin_shortcut = _conv(cin, cout, 1, rngs) if cin != cout else None
+
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        h = self.conv1(nnx.swish(self.norm1(x_BHWC)))
+        h = self.conv2(nnx.swish(self.norm2(h)))
+        shortcut = self.nin_shortcut(x_BHWC) if self.nin_shortcut is not None else x_BHWC
+        return shortcut + h
+
+
+class AttnBlock(nnx.Module):
+    """Single-head self-attention over all positions of the feature map."""
+
+    def __init__(self, channels: int, config: VQGANConfig, rngs: nnx.Rngs):
+        self.norm = _norm(channels, config, rngs)
+        self.q = _conv(channels, channels, 1, rngs)
+        self.k = _conv(channels, channels, 1, rngs)
+        self.v = _conv(channels, channels, 1, rngs)
+        self.proj_out = _conv(channels, channels, 1, rngs)
+
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        b, h, w, c = x_BHWC.shape
+        y = self.norm(x_BHWC)
+        q, k, v = (f(y).reshape(b, h * w, c) for f in (self.q, self.k, self.v))
+        weights_BQK = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k) * c ** -0.5, axis=-1)
+        out = jnp.einsum("bqk,bkc->bqc", weights_BQK, v).reshape(b, h, w, c)
+        return x_BHWC + self.proj_out(out)
+
+
+class Downsample(nnx.Module):
+    """Pad right and bottom by one, then a stride-2 3x3 conv (taming's asymmetric padding)."""
+
+    def __init__(self, channels: int, rngs: nnx.Rngs):
+        self.conv = _conv(channels, channels, 3, rngs, strides=2, padding="VALID")
+
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        return self.conv(jnp.pad(x_BHWC, ((0, 0), (0, 1), (0, 1), (0, 0))))
+
+
+class Upsample(nnx.Module):
+    """Nearest-neighbour 2x, then a 3x3 conv."""
+
+    def __init__(self, channels: int, rngs: nnx.Rngs):
+        self.conv = _conv(channels, channels, 3, rngs)
+
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        return self.conv(jnp.repeat(jnp.repeat(x_BHWC, 2, axis=1), 2, axis=2))
+
+
+class Level(nnx.Module):
+    """One resolution of the encoder or decoder: residual blocks (each with optional attention)
+    and an optional resampling."""
+
+    def __init__(self, blocks: list[ResnetBlock], attns: list[AttnBlock], resample: nnx.Module | None):
+        self.block = nnx.List(blocks)
+        self.attn = nnx.List(attns)
+        self.resample = resample
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, block in enumerate(self.block):
+            x = block(x)
+            if len(self.attn):
+                x = self.attn[i](x)
+        return self.resample(x) if self.resample is not None else x
+
+
+class Mid(nnx.Module):
+    def __init__(self, channels: int, config: VQGANConfig, rngs: nnx.Rngs):
+        self.block_1 = ResnetBlock(channels, channels, config, rngs)
+        self.attn_1 = AttnBlock(channels, config, rngs)
+        self.block_2 = ResnetBlock(channels, channels, config, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.block_2(self.attn_1(self.block_1(x)))
+
+
+class Encoder(nnx.Module):
+    def __init__(self, config: VQGANConfig, rngs: nnx.Rngs):
+        ch, mults = config.base_channels, config.channel_multipliers
+        self.conv_in = _conv(config.in_channels, ch, 3, rngs)
+        levels, resolution, cin = [], config.resolution, ch
+        for i, mult in enumerate(mults):
+            cout = ch * mult
+            blocks, attns = [], []
+            for _ in range(config.num_res_blocks):
+                blocks.append(ResnetBlock(cin, cout, config, rngs))
+                cin = cout
+                if resolution in config.attn_resolutions:
+                    attns.append(AttnBlock(cin, config, rngs))
+            last = i == len(mults) - 1
+            levels.append(Level(blocks, attns, None if last else Downsample(cin, rngs)))
+            resolution //= 1 if last else 2
+        self.down = nnx.List(levels)
+        self.mid = Mid(cin, config, rngs)
+        self.norm_out = _norm(cin, config, rngs)
+        self.conv_out = _conv(cin, config.z_channels, 3, rngs)
+
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        h = self.conv_in(x_BHWC)
+        for level in self.down:
+            h = level(h)
+        return self.conv_out(nnx.swish(self.norm_out(self.mid(h))))
+
+
+class Decoder(nnx.Module):
+    """Levels are stored lowest resolution last (`up[0]` is the full-resolution level), as in
+    taming, and run from the last to the first."""
+
+    def __init__(self, config: VQGANConfig, rngs: nnx.Rngs):
+        ch, mults = config.base_channels, config.channel_multipliers
+        cin = ch * mults[-1]
+        resolution = config.grid_size()
+        self.conv_in = _conv(config.z_channels, cin, 3, rngs)
+        self.mid = Mid(cin, config, rngs)
+        levels = []
+        for i in reversed(range(len(mults))):
+            cout = ch * mults[i]
+            blocks, attns = [], []
+            for _ in range(config.num_res_blocks + 1):
+                blocks.append(ResnetBlock(cin, cout, config, rngs))
+                cin = cout
+                if resolution in config.attn_resolutions:
+                    attns.append(AttnBlock(cin, config, rngs))
+            levels.insert(0, Level(blocks, attns, Upsample(cin, rngs) if i != 0 else None))
+            resolution *= 1 if i == 0 else 2
+        self.up = nnx.List(levels)
+        self.norm_out = _norm(cin, config, rngs)
+        self.conv_out = _conv(cin, config.out_channels, 3, rngs)
+
+    def __call__(self, z_BhwC: jax.Array) -> jax.Array:
+        h = self.mid(self.conv_in(z_BhwC))
+        for level in reversed(self.up):
+            h = level(h)
+        return self.conv_out(nnx.swish(self.norm_out(h)))
+
+
+class VectorQuantizer(nnx.Module):
+    """Nearest-codebook-entry quantisation with straight-through gradients (taming's
+    VectorQuantizer2, legacy loss: codebook term + beta * commitment term)."""
+
+    def __init__(self, config: VQGANConfig, rngs: nnx.Rngs):
+        k = config.codebook_size
+        self.embedding = nnx.Param(jax.random.uniform(rngs.params(), (k, config.embed_dim), minval=-1 / k, maxval=1 / k))
+        self.beta = config.beta
+
+    def codes(self, z_BhwD: jax.Array) -> jax.Array:
+        """int32[B, h, w]: index of the nearest entry of each vector."""
+        e = self.embedding[...]
+        d = (jnp.sum(z_BhwD ** 2, -1, keepdims=True) + jnp.sum(e ** 2, -1)
+             - 2 * jnp.einsum("bhwd,kd->bhwk", z_BhwD, e))
+        return jnp.argmin(d, axis=-1).astype(jnp.int32)
+
+    def lookup(self, codes_Bhw: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], codes_Bhw, axis=0)
+
+    def __call__(self, z_BhwD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(z_q with straight-through gradients, codes, quantisation loss)."""
+        codes = self.codes(z_BhwD)
+        z_q = self.lookup(codes)
+        loss = (jnp.mean((z_q - jax.lax.stop_gradient(z_BhwD)) ** 2)
+                + self.beta * jnp.mean((jax.lax.stop_gradient(z_q) - z_BhwD) ** 2))
+        return z_BhwD + jax.lax.stop_gradient(z_q - z_BhwD), codes, loss
+
+
+class VQGAN(nnx.Module):
+    def __init__(self, config: VQGANConfig, rngs: nnx.Rngs):
+        self.config = config
+        self.encoder = Encoder(config, rngs)
+        self.quant_conv = _conv(config.z_channels, config.embed_dim, 1, rngs)
+        self.quantize = VectorQuantizer(config, rngs)
+        self.post_quant_conv = _conv(config.embed_dim, config.z_channels, 1, rngs)
+        self.decoder = Decoder(config, rngs)
+
+    def encode(self, images_BHWC: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(z_q [B, h, w, D], codes int32 [B, h, w], quantisation loss) of images in [-1, 1]."""
+        return self.quantize(self.quant_conv(self.encoder(images_BHWC)))
+
+    def decode(self, z_q_BhwD: jax.Array) -> jax.Array:
+        return self.decoder(self.post_quant_conv(z_q_BhwD))
+
+    def decode_codes(self, codes_Bhw: jax.Array) -> jax.Array:
+        """Images in (about) [-1, 1] from code grids."""
+        return self.decode(self.quantize.lookup(codes_Bhw))
+
+    def __call__(self, images_BHWC: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(reconstruction, codes, quantisation loss)."""
+        z_q, codes, loss = self.encode(images_BHWC)
+        return self.decode(z_q), codes, loss
