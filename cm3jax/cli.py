@@ -143,10 +143,43 @@ def _shapes_parser(sub) -> None:
     p.set_defaults(run=_shapes_preview)
 
 
+# ----------------------------------------------------------------------------- tokenizers
+
+def _tokenizer_text(args, overrides) -> None:
+    from cm3jax.text_tokenizer import shapes_corpus, train_text_tokenizer
+    if args.corpus == "shapes":
+        corpus = shapes_corpus(args.shapes_scenes, args.seed)
+    else:
+        try:
+            with open(args.corpus, encoding="utf-8") as f:
+                corpus = f.read().splitlines()
+        except (FileNotFoundError, UnicodeDecodeError) as e:
+            raise UserError(f"Cannot read the corpus {args.corpus} ({e}); give a UTF-8 text file, one sentence "
+                            f"per line, or 'shapes'.") from None
+    tokenizer = train_text_tokenizer(corpus, args.vocab_size, args.model_type)
+    tokenizer.save(args.out)
+    print(f"trained a {tokenizer.vocab_size}-piece {args.model_type} tokenizer on {len(corpus)} lines -> {args.out} "
+          f"(sha256 {tokenizer.fingerprint[:12]})")
+
+
+def _tokenizer_parser(sub) -> None:
+    tokenizer = sub.add_parser("tokenizer", help="build the text and image tokenizers")
+    commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)
+    p = commands.add_parser("text", help="train the sentencepiece text tokenizer (byte fallback)")
+    p.add_argument("--corpus", default="shapes", help="a UTF-8 file with one sentence per line, or 'shapes'")
+    p.add_argument("--shapes-scenes", type=int, default=20_000, help="training scenes whose texts form the corpus")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocab-size", type=int, default=512)
+    p.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=_tokenizer_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cm3jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _shapes_parser(sub)
+    _tokenizer_parser(sub)
     return parser
 
 

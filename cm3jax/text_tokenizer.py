@@ -1,0 +1,100 @@
+"""The text tokenizer: a sentencepiece model with byte fallback, trained on our own corpus.
+
+Specials are not part of the sentencepiece model (they live in MultimodalVocab), so no
+text, whatever it contains, encodes to a special token. Normalisation is the identity:
+decode(encode(text)) == text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Iterable, Sequence
+
+import sentencepiece as spm
+
+from cm3jax.errors import UserError
+from cm3jax.fileio import atomic_write_bytes
+
+MIN_VOCAB = 300  # 256 byte pieces, unk, and room for real pieces
+
+
+class TextTokenizer:
+    def __init__(self, model_proto: bytes, source: str = "<bytes>"):
+        self.model_proto = model_proto
+        self._sp = spm.SentencePieceProcessor()
+        try:
+            self._sp.load_from_serialized_proto(model_proto)
+        except (RuntimeError, OSError) as e:
+            raise UserError(f"{source} is not a sentencepiece model ({e}). Train one with "
+                            f"`cm3jax tokenizer text --out {source}`.") from None
+
+    @classmethod
+    def load(cls, path: str) -> "TextTokenizer":
+        try:
+            with open(path, "rb") as f:
+                return cls(f.read(), source=path)
+        except FileNotFoundError:
+            raise UserError(f"No text tokenizer at {path}; train one with `cm3jax tokenizer text --out {path}`.") from None
+
+    def save(self, path: str) -> None:
+        atomic_write_bytes(path, self.model_proto)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.model_proto).hexdigest()
+
+    def encode(self, text: str) -> list[int]:
+        """Piece ids (0-based, sentencepiece's own) of `text`."""
+        return self._sp.encode(text)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._sp.encode(list(texts))
+
+    def decode(self, pieces: Sequence[int]) -> str:
+        bad = [p for p in pieces if not 0 <= int(p) < self.vocab_size]
+        if bad:
+            raise UserError(f"Piece ids {bad[:5]} are outside this tokenizer's 0..{self.vocab_size - 1}.")
+        return self._sp.decode([int(p) for p in pieces])
+
+    def piece(self, piece_id: int) -> str:
+        return self._sp.id_to_piece(int(piece_id))
+
+
+def train_text_tokenizer(corpus: Iterable[str], vocab_size: int, model_type: str = "bpe") -> TextTokenizer:
+    """Trains deterministically (one thread, every sentence used, no shuffling) with byte fallback."""
+    if vocab_size < MIN_VOCAB:
+        raise UserError(f"--vocab-size {vocab_size} is too small: byte fallback alone needs 256 pieces; "
+                        f"use at least {MIN_VOCAB}.")
+    lines = [line for line in corpus if line.strip()]
+    if not lines:
+        raise UserError("The text corpus is empty; give a file with one sentence per line.")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, model_type=model_type,
+        byte_fallback=True, character_coverage=1.0, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, split_digits=True, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+        input_sentence_size=0, shuffle_input_sentence=False, num_threads=1, hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    return TextTokenizer(model.getvalue())
+
+
+def shapes_corpus(num_scenes: int = 20_000, seed: int = 0) -> list[str]:
+    """Every text the Shapes tasks produce for `num_scenes` training scenes plus the memory
+    bank: captions (full, short, long), questions, answers, edit instructions, grounding
+    captions. Deterministic."""
+    from cm3jax.shapes.dataset import make_example
+    from cm3jax.shapes.emblems import EMBLEM_NAMES
+    keys = ("caption", "caption_short", "caption_long", "question", "answer", "edit_instruction",
+            "grounding_caption")
+    lines = []
+    for split, num in (("train", num_scenes), ("memory", max(len(EMBLEM_NAMES), num_scenes // 10))):
+        for i in range(num):
+            example = make_example(split, i, seed, 32)
+            lines.extend(example[k] for k in keys if example[k])
+    return lines
