@@ -1,0 +1,81 @@
+"""The decoder's shape and switches: one model for the CM3Leon recipe and for imported Chameleon weights."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from cm3jax.errors import UserError
+
+NORMS = ("layernorm", "rmsnorm")  # layernorm: no learnable affine (CM3Leon); rmsnorm: learnable scale (Chameleon)
+MLPS = ("gelu", "swiglu")
+POSITIONS = ("learned", "rope")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    mlp_hidden: int
+    n_kv_heads: int | None = None  # None: as many as query heads
+    head_dim: int | None = None  # None: d_model // n_heads
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    mlp: str = "gelu"
+    positions: str = "learned"
+    rope_theta: float = 10_000.0
+    max_seq_len: int = 4096
+    qk_norm: bool = False  # LayerNorm over each head's q and k (Chameleon)
+    swin_norm: bool = False  # normalise the block's output inside the residual (Chameleon 34B)
+    tie_embeddings: bool = False
+    init_std: float = 0.006  # truncated normal (+-3 std)
+    position_init_std: float = 0.0002
+    zero_init_outputs: bool = True  # attention and MLP output projections start at zero
+    dtype: str = "float32"  # activations and matmuls; parameters stay float32
+    remat: bool = False  # recompute each block's activations in the backward pass
+
+    def __post_init__(self):
+        for name, allowed in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS)):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"model.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")
+        if self.head_dim is None and self.d_model % self.n_heads:
+            raise UserError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}; set head_dim.")
+        if self.num_kv_heads <= 0 or self.n_heads % self.num_kv_heads:
+            raise UserError(f"n_heads {self.n_heads} must be a multiple of n_kv_heads {self.num_kv_heads}.")
+        if self.positions == "rope" and self.head_size % 2:
+            raise UserError(f"RoPE needs an even head size, got {self.head_size}.")
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.d_model // self.n_heads
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    def param_count(self) -> int:
+        """Parameters, by formula (the tests check it against the built model)."""
+        d, h, hd, kv = self.d_model, self.n_heads, self.head_size, self.num_kv_heads
+        attention = d * hd * (h + 2 * kv) + h * hd * d
+        if self.qk_norm:
+            attention += 2 * (h + kv) * hd
+        mlp = d * self.mlp_hidden * (3 if self.mlp == "swiglu" else 2)
+        norms = 2 * d if self.norm == "rmsnorm" else 0
+        block = attention + mlp + norms
+        embeddings = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        positions = self.max_seq_len * d if self.positions == "learned" else 0
+        final_norm = d if self.norm == "rmsnorm" else 0
+        return self.n_layers * block + embeddings + positions + final_norm
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DecoderConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            import difflib
+            hints = [f"{k} (did you mean {', '.join(difflib.get_close_matches(k, fields, 2, 0.5)) or 'nothing close'}?)"
+                     for k in unknown]
+            raise UserError(f"Unknown model config keys: {'; '.join(hints)}.")
+        return cls(**values)

@@ -1,0 +1,77 @@
+"""The decoder-only transformer over the shared vocabulary."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cm3jax.model.config import DecoderConfig
+from cm3jax.model.layers import MLP, Attention, Norm, param, truncated_normal
+from cm3jax.sharding import constrain
+
+ACTIVATION = ("batch", "length", "act_embed")
+
+
+class Block(nnx.Module):
+    """Pre-norm (x + f(norm(x))) or, with swin_norm, x + norm(f(x))."""
+
+    def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+        self.swin = config.swin_norm
+        self.attention_norm = Norm(config, rngs)
+        self.attention = Attention(config, rngs)
+        self.mlp_norm = Norm(config, rngs)
+        self.mlp = MLP(config, rngs)
+
+    def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segments_BT: jax.Array) -> jax.Array:
+        if self.swin:
+            h = x_BTD + self.attention_norm(self.attention(x_BTD, positions_BT, segments_BT))
+            out = h + self.mlp_norm(self.mlp(h))
+        else:
+            h = x_BTD + self.attention(self.attention_norm(x_BTD), positions_BT, segments_BT)
+            out = h + self.mlp(self.mlp_norm(h))
+        return constrain(out, ACTIVATION)
+
+
+class Decoder(nnx.Module):
+    def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+        self.config = config
+        init = truncated_normal(config.init_std)
+        self.embed = param(rngs, init, (config.vocab_size, config.d_model), ("vocab", "embed"))
+        self.positions = (param(rngs, truncated_normal(config.position_init_std), (config.max_seq_len, config.d_model),
+                                ("position", "embed"))
+                          if config.positions == "learned" else None)
+        self.blocks = nnx.List([Block(config, rngs) for _ in range(config.n_layers)])
+        self.final_norm = Norm(config, rngs)
+        self.lm_head = (None if config.tie_embeddings
+                        else param(rngs, init, (config.d_model, config.vocab_size), ("embed", "vocab")))
+
+    def embed_tokens(self, tokens_BT: jax.Array, positions_BT: jax.Array) -> jax.Array:
+        dtype = jnp.dtype(self.config.dtype)
+        x = jnp.take(self.embed[...], tokens_BT, axis=0)
+        if self.positions is not None:
+            x = x + jnp.take(self.positions[...], positions_BT, axis=0)
+        return constrain(x.astype(dtype), ACTIVATION)
+
+    def logits(self, x_BTD: jax.Array) -> jax.Array:
+        """float32 logits over the whole (padded) vocabulary."""
+        x = self.final_norm(x_BTD)
+        head = self.embed[...].T if self.lm_head is None else self.lm_head[...]
+        logits = jnp.einsum("btd,dv->btv", x, head.astype(x.dtype), preferred_element_type=jnp.float32)
+        return constrain(logits, ("batch", "length", "act_vocab"))
+
+    def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None,
+                 segments_BT: jax.Array | None = None) -> jax.Array:
+        """Logits [B, T, V]. Packed rows give each document its own `segments` id and positions
+        from 0; tokens attend only within their document, causally."""
+        if positions_BT is None:
+            positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+        if segments_BT is None:
+            segments_BT = jnp.ones_like(tokens_BT)
+        x = self.embed_tokens(tokens_BT, positions_BT)
+        for block in self.blocks:
+            if self.config.remat:
+                x = nnx.remat(lambda b, *a: b(*a))(block, x, positions_BT, segments_BT)
+            else:
+                x = block(x, positions_BT, segments_BT)
+        return self.logits(x)

@@ -1,0 +1,154 @@
+"""The decoder's parts: norms, rotary positions, attention, MLP. No biases anywhere.
+
+Parameters are declared with logical axis names (cm3jax.sharding.RULES maps them to the mesh).
+Tensor names carry their shapes: B batch, T query length, S key length, D model width,
+H query heads, K key/value heads, G = H / K, E head size, F MLP width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cm3jax.model.config import DecoderConfig
+from cm3jax.sharding import constrain
+
+NEG_INF = -1e30
+
+
+def truncated_normal(std: float):
+    """Normal(0, std) truncated at +-3 std (metaseq's trunc_normal_(std, -3 std, 3 std))."""
+    def init(key, shape, dtype=jnp.float32):
+        return std * jax.random.truncated_normal(key, -3.0, 3.0, shape, dtype)
+    return init
+
+
+def param(rngs: nnx.Rngs, init, shape: tuple[int, ...], names: tuple[str | None, ...]) -> nnx.Param:
+    return nnx.Param(init(rngs.params(), shape), logical_axes=names)
+
+
+class Norm(nnx.Module):
+    """LayerNorm without learnable parameters (CM3Leon) or RMSNorm with a learned scale (Chameleon).
+    Statistics in float32 over the last axis."""
+
+    def __init__(self, config: DecoderConfig, rngs: nnx.Rngs, width: int | None = None):
+        self.kind, self.eps = config.norm, config.norm_eps
+        width = width or config.d_model
+        self.scale = (param(rngs, lambda k, s: jnp.ones(s, jnp.float32), (width,), ("norm",))
+                      if self.kind == "rmsnorm" else None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = x.dtype
+        x = x.astype(jnp.float32)
+        if self.kind == "rmsnorm":
+            y = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps) * self.scale[...]
+        else:
+            mean = jnp.mean(x, axis=-1, keepdims=True)
+            var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+            y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+        return y.astype(dtype)
+
+
+class HeadNorm(nnx.Module):
+    """QK-norm as Chameleon does it: LayerNorm over each head's vector with a per-head affine."""
+
+    def __init__(self, heads: int, head_size: int, eps: float, rngs: nnx.Rngs, names: tuple[str, str]):
+        self.eps = eps
+        self.scale = param(rngs, lambda k, s: jnp.ones(s, jnp.float32), (heads, head_size), names)
+        self.bias = param(rngs, lambda k, s: jnp.zeros(s, jnp.float32), (heads, head_size), names)
+
+    def __call__(self, x_BTHE: jax.Array) -> jax.Array:
+        x = x_BTHE.astype(jnp.float32)
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+        return y.astype(x_BTHE.dtype)
+
+
+def rope(x_BTHE: jax.Array, positions_BT: jax.Array, theta: float) -> jax.Array:
+    """Rotary embedding, rotate-half convention (the first and second halves of each head pair up)."""
+    half = x_BTHE.shape[-1] // 2
+    inv_freq = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
+    angles_BTE = positions_BT[..., None].astype(jnp.float32) * inv_freq
+    cos, sin = jnp.cos(angles_BTE)[:, :, None], jnp.sin(angles_BTE)[:, :, None]
+    x = x_BTHE.astype(jnp.float32)
+    x1, x2 = x[..., :half], x[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BTHE.dtype)
+
+
+def attention_mask(q_segments_BT, q_positions_BT, k_segments_BS, k_positions_BS) -> jax.Array:
+    """bool[B, T, S]: a query sees keys of its own document at or before its own position."""
+    same = q_segments_BT[:, :, None] == k_segments_BS[:, None, :]
+    causal = k_positions_BS[:, None, :] <= q_positions_BT[:, :, None]
+    return same & causal
+
+
+def dot_product_attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS) -> jax.Array:
+    b, t, h, e = q_BTHE.shape
+    k_heads = k_BSKE.shape[2]
+    q_BTKGE = q_BTHE.reshape(b, t, k_heads, h // k_heads, e)
+    logits = jnp.einsum("btkge,bske->bkgts", q_BTKGE, k_BSKE, preferred_element_type=jnp.float32) * e ** -0.5
+    logits = jnp.where(mask_BTS[:, None, None], logits, NEG_INF)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v_BSKE.dtype)
+    out = jnp.einsum("bkgts,bske->btkge", probs, v_BSKE)
+    return out.reshape(b, t, h, e)
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+        d, h, k, e = config.d_model, config.n_heads, config.num_kv_heads, config.head_size
+        init = truncated_normal(config.init_std)
+        out_init = (lambda key, s: jnp.zeros(s, jnp.float32)) if config.zero_init_outputs else init
+        self.config = config
+        self.wq = param(rngs, init, (d, h, e), ("embed", "heads", "head_dim"))
+        self.wk = param(rngs, init, (d, k, e), ("embed", "kv_heads", "head_dim"))
+        self.wv = param(rngs, init, (d, k, e), ("embed", "kv_heads", "head_dim"))
+        self.wo = param(rngs, out_init, (h, e, d), ("heads", "head_dim", "embed"))
+        if config.qk_norm:
+            self.q_norm = HeadNorm(h, e, config.norm_eps, rngs, ("heads", "head_dim"))
+            self.k_norm = HeadNorm(k, e, config.norm_eps, rngs, ("kv_heads", "head_dim"))
+        else:
+            self.q_norm = self.k_norm = None
+
+    def project(self, x_BTD: jax.Array, positions_BT: jax.Array):
+        """Queries, keys and values of x, normalised and rotated as configured."""
+        dtype = x_BTD.dtype
+        q = jnp.einsum("btd,dhe->bthe", x_BTD, self.wq[...].astype(dtype))
+        k = jnp.einsum("btd,dke->btke", x_BTD, self.wk[...].astype(dtype))
+        v = jnp.einsum("btd,dke->btke", x_BTD, self.wv[...].astype(dtype))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.config.positions == "rope":
+            q = rope(q, positions_BT, self.config.rope_theta)
+            k = rope(k, positions_BT, self.config.rope_theta)
+        return q, k, v
+
+    def output(self, out_BTHE: jax.Array) -> jax.Array:
+        return jnp.einsum("bthe,hed->btd", out_BTHE, self.wo[...].astype(out_BTHE.dtype))
+
+    def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segments_BT: jax.Array) -> jax.Array:
+        q, k, v = self.project(x_BTD, positions_BT)
+        mask = attention_mask(segments_BT, positions_BT, segments_BT, positions_BT)
+        return self.output(dot_product_attention(q, k, v, mask))
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+        d, f = config.d_model, config.mlp_hidden
+        init = truncated_normal(config.init_std)
+        out_init = (lambda key, s: jnp.zeros(s, jnp.float32)) if config.zero_init_outputs else init
+        self.kind = config.mlp
+        self.wi = param(rngs, init, (d, f), ("embed", "mlp"))
+        self.wg = param(rngs, init, (d, f), ("embed", "mlp")) if self.kind == "swiglu" else None
+        self.wo = param(rngs, out_init, (f, d), ("mlp", "embed"))
+
+    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+        dtype = x_BTD.dtype
+        h_BTF = x_BTD @ self.wi[...].astype(dtype)
+        if self.kind == "swiglu":
+            h_BTF = jax.nn.silu(x_BTD @ self.wg[...].astype(dtype)) * h_BTF
+        else:
+            h_BTF = jax.nn.gelu(h_BTF, approximate=False)
+        h_BTF = constrain(h_BTF, ("batch", "length", "act_heads"))
+        return h_BTF @ self.wo[...].astype(dtype)
