@@ -44,7 +44,9 @@ def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
     if int(np.prod(shape)) != len(devices):
         raise UserError(f"A mesh of shape {tuple(shape)} needs {int(np.prod(shape))} devices; there are "
                         f"{len(devices)}. Make data x fsdp x tensor equal the device count.")
-    return jax.make_mesh(tuple(shape), MESH_AXES, devices=devices)
+    # Auto axes: XLA propagates shardings from the parameters and the block-boundary constraints.
+    return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
+                         devices=devices)
 
 
 def logical_to_mesh(names: Sequence[str | None]) -> PartitionSpec:

@@ -1,0 +1,94 @@
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from cm3jax.model.config import DecoderConfig
+from cm3jax.model.decoder import Decoder
+from cm3jax.sharding import make_mesh, mesh_context, state_shardings
+
+BASE = DecoderConfig(vocab_size=128, d_model=32, n_layers=2, n_heads=4, mlp_hidden=64, max_seq_len=64,
+                     zero_init_outputs=False)
+VARIANTS = {
+    "cm3leon": BASE,
+    "chameleon": dataclasses.replace(BASE, norm="rmsnorm", mlp="swiglu", positions="rope", qk_norm=True),
+    "chameleon_34b": dataclasses.replace(BASE, norm="rmsnorm", mlp="swiglu", positions="rope", qk_norm=True,
+                                         swin_norm=True, n_kv_heads=2),
+    "tied": dataclasses.replace(BASE, tie_embeddings=True),
+}
+
+
+@nnx.jit
+def run(model, *args):
+    return model(*args)
+
+
+def _tokens(shape, seed=0):
+    return jax.random.randint(jax.random.key(seed), shape, 0, BASE.vocab_size)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_parameter_count_matches_the_formula(name):
+    config = VARIANTS[name]
+    model = Decoder(config, nnx.Rngs(0))
+    assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) == config.param_count()
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_packed_documents_do_not_see_each_other(name):
+    model = Decoder(VARIANTS[name], nnx.Rngs(1))
+    a, b = _tokens((1, 10), 1), _tokens((1, 6), 2)
+    packed = jnp.concatenate([a, b], axis=1)
+    positions = jnp.concatenate([jnp.arange(10), jnp.arange(6)])[None]
+    segments = jnp.concatenate([jnp.ones(10, int), jnp.full(6, 2)])[None]
+    together = run(model, packed, positions, segments)
+    np.testing.assert_allclose(together[:, :10], run(model, a), atol=1e-5)
+    np.testing.assert_allclose(together[:, 10:], run(model, b), atol=1e-5)
+
+
+def test_causal():
+    model = Decoder(VARIANTS["chameleon"], nnx.Rngs(2))
+    tokens = _tokens((2, 12))
+    changed = tokens.at[:, 8].set((tokens[:, 8] + 1) % BASE.vocab_size)
+    before, after = run(model, tokens), run(model, changed)
+    np.testing.assert_allclose(before[:, :8], after[:, :8], atol=1e-6)
+    assert not np.allclose(before[:, 8:], after[:, 8:])
+
+
+def test_cm3leon_initialisation():
+    config = dataclasses.replace(BASE, d_model=256, mlp_hidden=1024, zero_init_outputs=True)
+    model = Decoder(config, nnx.Rngs(3))
+    wq = np.asarray(model.blocks[0].attention.wq[...])
+    assert abs(wq.std() - 0.006 * 0.9866) < 3e-4 and np.abs(wq).max() <= 3 * 0.006
+    assert abs(np.asarray(model.positions[...]).std() - 0.0002 * 0.9866) < 2e-5
+    assert not np.asarray(model.blocks[0].attention.wo[...]).any()
+    assert not np.asarray(model.blocks[0].mlp.wo[...]).any()
+
+
+def test_bfloat16_compute_stays_close_to_float32():
+    model = Decoder(VARIANTS["chameleon"], nnx.Rngs(4))
+    low = Decoder(dataclasses.replace(VARIANTS["chameleon"], dtype="bfloat16"), nnx.Rngs(4))
+    tokens = _tokens((2, 16))
+    full, half = run(model, tokens), run(low, tokens)
+    assert half.dtype == jnp.float32
+    np.testing.assert_allclose(half, full, atol=0.05 * float(jnp.abs(full).max()))
+
+
+@pytest.mark.parametrize("shape", [(8, 1, 1), (2, 2, 2), (1, 2, 4)])
+def test_sharded_forward_equals_one_device(shape):
+    assert len(jax.devices()) == 8, "tests/conftest.py fakes 8 CPU devices"
+    config = dataclasses.replace(VARIANTS["chameleon"], n_heads=4, n_kv_heads=4, vocab_size=128)
+    model = Decoder(config, nnx.Rngs(5))
+    tokens = _tokens((8, 16))
+    expected = run(model, tokens)
+    graphdef, state = nnx.split(model)
+    mesh = make_mesh(shape)
+    shardings = state_shardings(state, mesh)
+    with mesh_context(mesh):
+        sharded_state = jax.device_put(state, shardings)
+        forward = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
+        got = forward(sharded_state, jax.device_put(tokens, jax.sharding.NamedSharding(mesh, jax.P(("data", "fsdp")))))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
