@@ -175,11 +175,47 @@ def _tokenizer_parser(sub) -> None:
     p.set_defaults(run=_tokenizer_text)
 
 
+# ----------------------------------------------------------------------------- model
+
+def _model_size(args, overrides) -> None:
+    from cm3jax.config import load_config
+    from cm3jax.experiment import decoder_config
+    from cm3jax.model.size import bytes_per_device, count_params
+    from cm3jax.sharding import MESH_AXES
+    config = load_config(args.config, overrides)
+    model = decoder_config(config)
+    try:
+        shape = dict(zip(MESH_AXES, (int(v) for v in args.mesh.split(","))))
+    except ValueError:
+        shape = {}
+    if len(shape) != 3 or min(shape.values()) < 1:
+        raise UserError(f"--mesh {args.mesh!r} must be three positive sizes data,fsdp,tensor, e.g. 1,256,1.")
+    params = count_params(model)
+    sizes = bytes_per_device(model, shape)
+    nominal = config.paper_params
+    print(f"parameters: {params:,} ({params / 1e9:.3f} B)" +
+          (f", {100 * (params / nominal - 1):+.2f}% vs the paper's nominal {nominal / 1e9:g} B" if nominal else ""))
+    print(f"mesh data x fsdp x tensor = {shape['data']} x {shape['fsdp']} x {shape['tensor']} "
+          f"({sizes['devices']} devices), float32, AdamW")
+    for key in ("params", "optimizer", "total"):
+        print(f"  {key:<10} {sizes[key] / 2 ** 30:9.3f} GiB per device")
+
+
+def _model_parser(sub) -> None:
+    model = sub.add_parser("model", help="inspect decoder configs")
+    commands = model.add_subparsers(dest="model_command", required=True)
+    p = commands.add_parser("size", help="parameter count and bytes per device of params + optimizer state")
+    _add_config_arguments(p, "experiments/cm3leon_7b.py")
+    p.add_argument("--mesh", default="1,256,1", help="data,fsdp,tensor sizes")
+    p.set_defaults(run=_model_size)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cm3jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _shapes_parser(sub)
     _tokenizer_parser(sub)
+    _model_parser(sub)
     return parser
 
 

@@ -1,0 +1,20 @@
+"""CM3Leon 7B (paper Table 3): 32 layers, d_model 4096.
+
+    cm3jax model size --config experiments/cm3leon_7b.py --mesh 1,256,1
+
+Paper-silent choices: 32 heads of 128, GELU MLP of 4 d_model, tied embeddings, the
+paper's 56,320-entry vocabulary.
+"""
+
+from cm3jax.experiment import decoder_experiment
+
+
+def get_config(variant: str = ""):
+    del variant
+    return decoder_experiment(
+        model=dict(vocab_size=56_320, d_model=4096, n_layers=32, n_heads=32, mlp_hidden=16_384,
+                   tie_embeddings=True, max_seq_len=4096),
+        train=dict(batch_tokens=8_000_000, seq_len=4096, total_tokens=2_400_000_000_000, warmup_steps=1500,
+                   peak_lr=1.2e-4),
+        paper_params=7e9,
+    )
