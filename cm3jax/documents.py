@@ -2,7 +2,8 @@
 
     caption <break> image codes <break> more text
 
-`<break>` marks every change of modality. Encoding never yields a special token from
+`<break>` marks every change of modality; special tokens placed in a document (e.g. the
+`<mask>` that stands for a dropped caption) count as text. Encoding never yields a special token from
 text: user text goes only through the text tokenizer, whose pieces cannot be specials.
 Decoding splits any id sequence (a model's output included) back into segments: runs
 of text, runs of image codes, and the special tokens between them.
@@ -85,13 +86,13 @@ class DocumentCodec:
             elif isinstance(segment, SpecialToken):
                 if segment.name == "<break>":
                     raise UserError("<break> is placed by the codec between segments; do not add it yourself.")
-                ids, kind = np.array([self.vocab.id(segment.name)], np.int32), None
+                ids, kind = np.array([self.vocab.id(segment.name)], np.int32), "text"
             else:
                 raise UserError(f"A document holds TextSegment, ImageSegment or SpecialToken, not {type(segment).__name__}.")
-            if kind is not None and previous is not None and (kind != previous or kind == "image"):
+            if previous is not None and (kind != previous or kind == "image"):
                 parts.append(np.array([self.vocab.break_id], np.int32))
             parts.append(ids)
-            previous = kind if kind is not None else previous
+            previous = kind
         if eos:
             parts.append(np.array([self.vocab.eos_id], np.int32))
         return np.concatenate(parts).astype(np.int32) if parts else np.zeros((0,), np.int32)

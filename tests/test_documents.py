@@ -54,6 +54,11 @@ def test_specials_are_only_made_on_purpose(codec):
         codec.encode([SpecialToken("<break>")])
 
 
+def test_a_dropped_caption_keeps_its_break(codec):
+    ids = codec.encode([SpecialToken("<mask>"), _image(5)])
+    assert ids[:2].tolist() == [codec.vocab.mask_id, codec.vocab.break_id] and len(ids) == 66
+
+
 def test_decoding_model_output_with_a_short_image(codec):
     v = codec.vocab
     ids = np.concatenate([codec.encode_text("a cat"), [v.break_id], v.image_ids([5, 6, 7]), [v.pad_id, v.pad_id]])

@@ -1,0 +1,73 @@
+"""Documents -> CM3 objective -> packed rows -> batches, as a grain pipeline.
+
+Each process reads its own shard of the examples; `global_batch` assembles the processes'
+rows into one array sharded over ('data', 'fsdp'). The iterator's state (a small dict) is
+saved with every checkpoint, so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import grain.python as grain
+import jax
+import numpy as np
+from grain import experimental as grain_experimental
+
+from cm3jax.documents import DocumentCodec
+from cm3jax.objectives import causal, random_cm3
+from cm3jax.sharding import batch_sharding
+from cm3jax.train.step import BATCH_KEYS
+
+FIELDS = ("inputs", "targets", "weights")
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    cm3_rate: float = 1.0  # share of documents masked with CM3; the rest are plain causal
+    span_rate: float = 1.0  # Poisson rate of the number of spans
+
+
+def to_training_example(document, codec: DocumentCodec, objective: ObjectiveConfig, seq_len: int,
+                        rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One document as next-token inputs/targets/weights (at most seq_len long)."""
+    ids = codec.encode(document)
+    masked = (random_cm3(ids, codec.vocab, rng, objective.span_rate) if rng.random() < objective.cm3_rate
+              else causal(ids, codec.vocab))
+    tokens, weights = masked.tokens, masked.loss_weights
+    return {"inputs": tokens[:-1][:seq_len], "targets": tokens[1:][:seq_len],
+            "weights": weights[1:][:seq_len].astype(np.float32)}
+
+
+def _rename(packed: dict) -> dict[str, np.ndarray]:
+    return {"inputs": packed["inputs"].astype(np.int32), "targets": packed["targets"].astype(np.int32),
+            "weights": packed["weights"].astype(np.float32),
+            "positions": packed["inputs_positions"].astype(np.int32),
+            "segments": packed["inputs_segment_ids"].astype(np.int32)}
+
+
+def make_pipeline(examples: grain.MapDataset, to_document: Callable, codec: DocumentCodec,
+                  objective: ObjectiveConfig, seq_len: int, local_batch: int, seed: int,
+                  process_index: int = 0, process_count: int = 1, packing_bins: int | None = None,
+                  repeat: bool = True) -> grain.IterDataset:
+    """`to_document(example, rng) -> segments` builds a document from a source example."""
+    shard = examples[process_index::process_count]
+    shard = shard.shuffle(seed=seed)
+    if repeat:
+        shard = shard.repeat()
+
+    def transform(example, rng):
+        return to_training_example(to_document(example, rng), codec, objective, seq_len, rng)
+
+    rows = shard.random_map(transform, seed=seed).to_iter_dataset()
+    lengths = {k: seq_len for k in FIELDS}
+    packed = grain_experimental.FirstFitPackIterDataset(
+        rows, length_struct=lengths, num_packing_bins=packing_bins or local_batch, seed=seed)
+    return packed.map(_rename).batch(local_batch, drop_remainder=True)
+
+
+def global_batch(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+    """One global array per key from every process's local rows."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, local[k]) for k in BATCH_KEYS}

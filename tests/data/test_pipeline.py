@@ -1,0 +1,95 @@
+import functools
+
+import grain.python as grain
+import numpy as np
+import pytest
+
+from cm3jax.data.pipeline import ObjectiveConfig, make_pipeline
+from cm3jax.data.shapes_tasks import ShapesMixture, shapes_document
+from cm3jax.documents import DocumentCodec
+from cm3jax.objectives import unmask
+from cm3jax.text_tokenizer import shapes_corpus, train_text_tokenizer
+from cm3jax.vocab import MultimodalVocab
+
+SEQ_LEN = 128
+
+
+@pytest.fixture(scope="module")
+def codec():
+    tokenizer = train_text_tokenizer(shapes_corpus(num_scenes=300), 400)
+    return DocumentCodec(MultimodalVocab(tokenizer.vocab_size, 64, 16, tokenizer.fingerprint), tokenizer, (4, 4))
+
+
+def _examples(n=40):
+    rng = np.random.default_rng(0)
+    captions = shapes_corpus(num_scenes=n)[:n]
+    return grain.MapDataset.source([{"caption": c, "codes": rng.integers(0, 64, (4, 4))} for c in captions])
+
+
+def _pipeline(codec, seed=0, process_index=0, process_count=1, repeat=True, mixture=ShapesMixture()):
+    return make_pipeline(_examples(), functools.partial(shapes_document, mixture=mixture), codec, ObjectiveConfig(),
+                         SEQ_LEN, local_batch=4, seed=seed, process_index=process_index,
+                         process_count=process_count, repeat=repeat)
+
+
+def _documents(batch):
+    """(inputs + last target) of every packed document in a batch."""
+    out = []
+    for row in range(batch["inputs"].shape[0]):
+        for segment in set(batch["segments"][row].tolist()) - {0}:
+            where = batch["segments"][row] == segment
+            assert batch["positions"][row][where].tolist() == list(range(where.sum()))
+            inputs, targets = batch["inputs"][row][where], batch["targets"][row][where]
+            assert np.array_equal(inputs[1:], targets[:-1]), "targets are the inputs shifted by one"
+            out.append(np.concatenate([inputs, targets[-1:]]))
+    return out
+
+
+def test_packed_rows_hold_whole_cm3_documents(codec):
+    batch = next(iter(_pipeline(codec)))
+    assert {k: v.shape for k, v in batch.items()} == {k: (4, SEQ_LEN) for k in
+                                                        ("inputs", "targets", "weights", "positions", "segments")}
+    documents = _documents(batch)
+    assert len(documents) > 4, "several documents share a row"
+    for tokens in documents:
+        original = unmask(tokens, codec.vocab)
+        kinds = [type(s).__name__ for s in codec.decode(original)]
+        assert kinds in (["TextSegment", "ImageSegment"], ["ImageSegment", "TextSegment"],
+                         ["SpecialToken", "ImageSegment"])
+    assert (batch["weights"][batch["segments"] == 0] == 0).all()
+
+
+def test_condition_dropout_replaces_the_caption_by_mask(codec):
+    mixture = ShapesMixture(image_to_text=0.0, cfg_dropout=1.0)
+    batch = next(iter(_pipeline(codec, mixture=mixture)))
+    for tokens in _documents(batch):
+        original = unmask(tokens, codec.vocab)
+        assert original[:2].tolist() == [codec.vocab.mask_id, codec.vocab.break_id]
+
+
+def test_same_seed_same_batches_and_exact_resume(codec):
+    first = iter(_pipeline(codec, seed=3))
+    for _ in range(3):
+        next(first)
+    state = first.get_state()
+    expected = [next(first) for _ in range(3)]
+    resumed = iter(_pipeline(codec, seed=3))
+    resumed.set_state(state)
+    for a, b in zip(expected, [next(resumed) for _ in range(3)]):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    other = next(iter(_pipeline(codec, seed=4)))
+    assert not np.array_equal(other["inputs"], next(iter(_pipeline(codec, seed=3)))["inputs"])
+
+
+def test_processes_read_disjoint_shards(codec):
+    def captions(process_index):
+        seen = set()
+        for batch in _pipeline(codec, process_index=process_index, process_count=2, repeat=False):
+            for tokens in _documents(batch):
+                for segment in codec.decode(unmask(tokens, codec.vocab)):
+                    if hasattr(segment, "codes"):
+                        seen.add(segment.codes.tobytes())
+        return seen
+    a, b = captions(0), captions(1)
+    assert a and b and not a & b
