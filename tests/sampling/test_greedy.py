@@ -22,7 +22,7 @@ def model():
 def _one_by_one(model, prompt):
     tokens = list(prompt)
     for _ in range(VOCAB.image_tokens):
-        logits = np.asarray(model(jnp.asarray([tokens]))[0, -1])
+        logits = np.array(model(jnp.asarray([tokens]))[0, -1])
         logits[:VOCAB.image_offset] = -np.inf
         logits[VOCAB.size:] = -np.inf
         tokens.append(int(logits.argmax()))
