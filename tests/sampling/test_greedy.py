@@ -19,10 +19,17 @@ def model():
     return Decoder(config, nnx.Rngs(0))
 
 
+@nnx.jit
+def _forward(model, tokens):
+    return model(tokens)
+
+
 def _one_by_one(model, prompt):
+    """Re-reads the whole sequence for every new token (padded to one width: the model is causal)."""
     tokens = list(prompt)
     for _ in range(VOCAB.image_tokens):
-        logits = np.array(model(jnp.asarray([tokens]))[0, -1])
+        padded = tokens + [VOCAB.pad_id] * (64 - len(tokens))
+        logits = np.array(_forward(model, jnp.asarray([padded]))[0, len(tokens) - 1])
         logits[:VOCAB.image_offset] = -np.inf
         logits[VOCAB.size:] = -np.inf
         tokens.append(int(logits.argmax()))
