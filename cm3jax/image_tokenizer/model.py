@@ -197,7 +197,8 @@ class Decoder(nnx.Module):
 
 class VectorQuantizer(nnx.Module):
     """Nearest-codebook-entry quantisation with straight-through gradients (taming's
-    VectorQuantizer2, legacy loss: codebook term + beta * commitment term)."""
+    VectorQuantizer2 with legacy=False, the VQ-VAE loss: codebook term + beta * commitment term;
+    taming's default legacy=True and HF put beta on the codebook term instead)."""
 
     def __init__(self, config: VQGANConfig, rngs: nnx.Rngs):
         k = config.codebook_size
