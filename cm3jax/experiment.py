@@ -17,7 +17,6 @@ def decoder_experiment(model: dict, train: dict | None = None, paper_params: flo
     config = ml_collections.ConfigDict()
     config.model = ml_collections.ConfigDict({**defaults, **model})
     config.train = ml_collections.ConfigDict({
-        "batch_tokens": 8 * 512,
         "seq_len": 512,
         "total_tokens": 0,
         "warmup_steps": 0,
@@ -30,6 +29,9 @@ def decoder_experiment(model: dict, train: dict | None = None, paper_params: flo
         "weight_decay": 0.1,
         "clip_norm": 1.0,
         "z_loss": 0.0,
+        "steps": 0,
+        "batch_size": 8,  # rows of seq_len tokens
+        "seed": 0,
         **(train or {}),
     })
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
