@@ -12,8 +12,6 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 import time
 from typing import Iterator
 
@@ -21,6 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
+from cm3jax import tfds_arrayrecord
 from cm3jax.shapes import spec, world
 from cm3jax.shapes.scene import Scene
 from cm3jax.shapes.spec import ShapesError
@@ -28,7 +27,6 @@ from cm3jax.shapes.tasks import scene_tasks
 
 NAME = "shapes_world"
 MANIFEST = "cm3jax_shapes.json"
-_FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 TASK_STREAM = 1  # scene_rng stream of a scene's task draws (0 is its layout)
 
 
@@ -99,15 +97,13 @@ def _make_chunk(args) -> list[bytes]:
 
 
 def _serializer(resolution: int):
-    from tensorflow_datasets.core import example_serializer
-    return example_serializer.ExampleSerializer(features(resolution).get_serialized_info())
+    return tfds_arrayrecord.example_serializer(features(resolution))
 
 
 def _write_split(path: str, split: str, num: int, world_spec: WorldSpec, workers: int, bar: tqdm) -> None:
-    from array_record.python import array_record_module
     chunk = 500
     jobs = [(split, s, min(s + chunk, num), world_spec.seed, world_spec.resolution) for s in range(0, num, chunk)]
-    writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
+    writer = tfds_arrayrecord.record_writer(path)
     try:
         if workers > 1 and len(jobs) > 1:
             context = multiprocessing.get_context("spawn")
@@ -132,7 +128,7 @@ def make(out_dir: str, world_spec: WorldSpec, workers: int | None = None, progre
     that holds anything else is refused."""
     world_spec.check()
     manifest = dataclasses.asdict(world_spec)
-    existing = _existing_manifest(out_dir)
+    existing = tfds_arrayrecord.read_manifest(out_dir, MANIFEST)
     if existing is not None:
         if existing == manifest:
             return {"status": "exists", "scenes": 0, "seconds": 0.0}
@@ -140,34 +136,23 @@ def make(out_dir: str, world_spec: WorldSpec, workers: int | None = None, progre
         raise ShapesError(f"{out_dir} already holds a different Shapes dataset (differs in "
                           f"{', '.join(f'{k}: {a!r} there, {b!r} asked' for k, (a, b) in changed.items())}). "
                           f"Choose another --out or delete that directory.")
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
+    if not tfds_arrayrecord.is_empty_or_absent(out_dir):
         raise ShapesError(f"{out_dir} is not empty and holds no Shapes dataset; choose an empty or new --out.")
     workers = workers or min(os.cpu_count() or 1, 8)
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=".tmp-shapes-")
     start = time.perf_counter()
     total = sum(world_spec.counts().values())
-    try:
+    with tfds_arrayrecord.built_aside(out_dir, prefix=".tmp-shapes-") as staging:
         data_dir = os.path.join(staging, NAME, world_spec.version)
         os.makedirs(data_dir)
         split_infos = []
         with tqdm(total=total, desc="shapes make", unit="scene", disable=not progress) as bar:
             for split, num in world_spec.counts().items():
-                path = os.path.join(data_dir, f"{NAME}-{split}.array_record-00000-of-00001")
+                path = tfds_arrayrecord.shard_path(data_dir, NAME, split)
                 _write_split(path, split, num, world_spec, workers, bar)
                 split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[num],
                                                        num_bytes=os.path.getsize(path)))
         _write_info(data_dir, world_spec, split_infos)
-        with open(os.path.join(staging, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=2)
-        if os.path.isdir(out_dir):
-            os.rmdir(out_dir)  # empty, checked above
-        os.chmod(staging, 0o755)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        tfds_arrayrecord.write_manifest(staging, MANIFEST, manifest)
     seconds = time.perf_counter() - start
     return {"status": "made", "scenes": total, "seconds": seconds, "scenes_per_second": total / seconds}
 
@@ -175,23 +160,15 @@ def make(out_dir: str, world_spec: WorldSpec, workers: int | None = None, progre
 def _write_info(data_dir: str, world_spec: WorldSpec, split_infos) -> None:
     tfds.folder_dataset.write_metadata(
         data_dir=data_dir, features=features(world_spec.resolution), split_infos=split_infos,
-        version=world_spec.version, filename_template=_FILENAME_TEMPLATE, check_data=False,
+        version=world_spec.version, filename_template=tfds_arrayrecord.FILENAME_TEMPLATE, check_data=False,
         description="The cm3jax Shapes world: procedural scenes with every task variant (SHAPES.md).",
         metadata=tfds.core.MetadataDict(world=dataclasses.asdict(world_spec)),
         disable_shuffling=True,
     )
 
 
-def _existing_manifest(out_dir: str) -> dict | None:
-    path = os.path.join(out_dir, MANIFEST)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def load_spec(data_dir: str) -> WorldSpec:
-    manifest = _existing_manifest(data_dir)
+    manifest = tfds_arrayrecord.read_manifest(data_dir, MANIFEST)
     if manifest is None:
         raise ShapesError(f"{data_dir} holds no Shapes dataset; make one with `cm3jax shapes make --out {data_dir}`.")
     return WorldSpec(**manifest)
@@ -201,6 +178,8 @@ def data_source(data_dir: str, split: str):
     """Random-access source of one split (a `tfds.data_source`): source[i] is example i."""
     world_spec = load_spec(data_dir)
     world.check_split(split)
+    if world_spec.counts()[split] == 0:
+        return []  # array_record cannot open an empty shard; an empty split reads as empty
     builder = tfds.builder_from_directory(os.path.join(data_dir, NAME, world_spec.version))
     return builder.as_data_source(split=split)
 

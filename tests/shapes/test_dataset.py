@@ -43,6 +43,14 @@ def test_every_split_loads_through_tfds_and_grain(made):
     assert images.shape == (8, 32, 32, 3) and boxes.shape == (8, 4)
 
 
+def test_an_empty_split_reads_as_empty(tmp_path):
+    out = str(tmp_path / "w")
+    make(out, WorldSpec(num_train=3, num_eval=0, num_novel=0, num_emblems_unseen=0, num_memory=0), workers=1,
+         progress=False)
+    assert len(data_source(out, "eval")) == 0 and list(dataset.iterate(out, "eval")) == []
+    assert len(data_source(out, "train")) == 3
+
+
 def test_examples_hold_every_task_variant(made):
     example = next(e for e in dataset.iterate(made, "train") if e["edit_instruction"])
     assert np.array_equal(example["edit_image"], render(scene_of(example, "edit_scene")))
