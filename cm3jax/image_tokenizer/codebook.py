@@ -1,0 +1,53 @@
+"""Codebook health: usage statistics, and the dead-code cure (codes unused for a while are
+restarted from encoder outputs of the current batch, preferring the ones the codebook
+represents worst, so the new codes land where they are needed)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def code_histogram(codes: jax.Array, codebook_size: int) -> jax.Array:
+    """int32[K]: how often each code occurs."""
+    return jnp.zeros(codebook_size, jnp.int32).at[codes.ravel()].add(1)
+
+
+def usage_and_perplexity(counts_K) -> tuple[float, float]:
+    """(share of codes used at least once, exp of the entropy of the code distribution)."""
+    counts_K = np.asarray(counts_K, np.float64)
+    total = counts_K.sum()
+    if total == 0:
+        return 0.0, 0.0
+    p = counts_K[counts_K > 0] / total
+    return float((counts_K > 0).mean()), float(np.exp(-(p * np.log(p)).sum()))
+
+
+def batch_usage_and_perplexity(counts_K: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`usage_and_perplexity` inside jit."""
+    p = counts_K / jnp.maximum(counts_K.sum(), 1)
+    entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+    return jnp.mean(counts_K > 0), jnp.exp(entropy)
+
+
+def restart_dead_codes(embedding_KD: jax.Array, code_age_K: jax.Array, counts_K: jax.Array,
+                       z_ND: jax.Array, quantization_error_N: jax.Array, rng: jax.Array,
+                       restart_after_steps: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Ages every code unused in this batch by one step; codes `restart_after_steps` old are
+    replaced by distinct batch vectors drawn with probability proportional to their
+    quantisation error (at most one code per vector and step; the rest wait for the next
+    batch). Returns (embedding, ages, number restarted)."""
+    num_codes, num_vectors = embedding_KD.shape[0], z_ND.shape[0]
+    code_age_K = jnp.where(counts_K > 0, 0, code_age_K + 1)
+    dead_K = code_age_K >= restart_after_steps
+    num_picks = min(num_codes, num_vectors)
+    # Gumbel top-k: a weighted draw of num_picks distinct vectors.
+    keys_N = jnp.log(quantization_error_N + 1e-12) + jax.random.gumbel(rng, (num_vectors,))
+    _, picks_P = jax.lax.top_k(keys_N, num_picks)
+    dead_rank_K = jnp.cumsum(dead_K) - 1
+    restart_K = dead_K & (dead_rank_K < num_picks)
+    candidates_KD = z_ND[picks_P[jnp.clip(dead_rank_K, 0, num_picks - 1)]].astype(embedding_KD.dtype)
+    embedding_KD = jnp.where(restart_K[:, None], candidates_KD, embedding_KD)
+    code_age_K = jnp.where(restart_K, 0, code_age_K)
+    return embedding_KD, code_age_K, jnp.sum(restart_K)
