@@ -162,6 +162,36 @@ def _tokenizer_text(args, overrides) -> None:
           f"(sha256 {tokenizer.fingerprint[:12]})")
 
 
+def _tokenizer_image(args, overrides) -> None:
+    from cm3jax.config import load_config
+    from cm3jax.image_tokenizer.train import train
+    results = train(load_config(args.config, overrides), args.workdir, stop_at_step=args.stop_at_step)
+    print(json.dumps(results, indent=2, default=str))
+
+
+def _tokenizer_pretokenize(args, overrides) -> None:
+    from cm3jax.image_tokenizer.checkpoints import load_tokenizer
+    from cm3jax.image_tokenizer.pretokenize import pretokenize
+    model, _ = load_tokenizer(args.tokenizer)
+    result = pretokenize(args.source, args.out, model, args.batch_size, resolution=args.resolution)
+    if result["status"] == "exists":
+        print(f"{args.out} already holds these codes; nothing to do")
+    else:
+        print(f"encoded {result['images']} images in {result['seconds']:.1f} s "
+              f"({result['images_per_second']:.0f} images/s) into {args.out}")
+
+
+def _tokenizer_convert_chameleon(args, overrides) -> None:
+    from cm3jax.image_tokenizer.chameleon import config_from_taming_yaml, convert_taming_ckpt, load_safetensors
+    conversion = convert_taming_ckpt(args.ckpt, args.out)
+    print(f"wrote {conversion.tensors} tensors to {args.out} (dropped {len(conversion.dropped)} training-only)")
+    if args.yaml:
+        model = load_safetensors(args.out, config_from_taming_yaml(args.yaml))
+        c = model.config
+        print(f"checked: loads into the Flax VQ-GAN ({c.resolution}px -> {c.grid_size()}x{c.grid_size()} codes "
+              f"of {c.codebook_size})")
+
+
 def _tokenizer_parser(sub) -> None:
     tokenizer = sub.add_parser("tokenizer", help="build the text and image tokenizers")
     commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)
@@ -173,6 +203,27 @@ def _tokenizer_parser(sub) -> None:
     p.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe")
     p.add_argument("--out", required=True)
     p.set_defaults(run=_tokenizer_text)
+
+    p = commands.add_parser("image", help="train the VQ-GAN image tokenizer (resumes from the workdir)")
+    _add_config_arguments(p, "tokenizers/vqgan_shapes.py:default")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--stop-at-step", type=int, default=None)
+    p.set_defaults(run=_tokenizer_image)
+
+    p = commands.add_parser("pretokenize", help="encode every image of a dataset into codes (ArrayRecord)")
+    p.add_argument("--source", required=True, help="a made Shapes dataset or a folder of images")
+    p.add_argument("--tokenizer", required=True, help="workdir of a trained image tokenizer")
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--resolution", type=int, default=None, help="for image folders (default: the tokenizer's)")
+    p.set_defaults(run=_tokenizer_pretokenize)
+
+    p = commands.add_parser("convert-chameleon",
+                            help="Chameleon's taming vqgan.ckpt -> safetensors (weights-only load; needs torch)")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--yaml", default=None, help="vqgan.yaml: also load the result into the Flax model to check it")
+    p.set_defaults(run=_tokenizer_convert_chameleon)
 
 
 # ----------------------------------------------------------------------------- model
@@ -210,12 +261,44 @@ def _model_parser(sub) -> None:
     p.set_defaults(run=_model_size)
 
 
+# ----------------------------------------------------------------------------- decoder training
+
+def _train(args, overrides) -> None:
+    from cm3jax.config import load_config
+    from cm3jax.train.loop import Stopped, train
+    config = load_config(args.config, overrides)
+    try:
+        results = train(config, args.workdir, stop_at_step=args.stop_at_step)
+    except Stopped as e:
+        print(e)
+        return
+    print(json.dumps(results, indent=2))
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train the decoder (resumes from the workdir's newest checkpoint)")
+    _add_config_arguments(p, "experiments/shapes_tiny.py")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--stop-at-step", type=int, default=None, help="stop (as if killed) after this step")
+    p.set_defaults(run=_train)
+
+
+def _demo(args, overrides) -> None:
+    from cm3jax.demo import run_demo
+    run_demo(args.workdir, args.variant)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cm3jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _shapes_parser(sub)
     _tokenizer_parser(sub)
     _model_parser(sub)
+    _train_parser(sub)
+    p = sub.add_parser("demo", help="the main job: every stage on the Shapes world, resumable")
+    p.add_argument("--workdir", default="runs/demo")
+    p.add_argument("--variant", choices=("default", "test"), default="default", help="test: seconds, for CI")
+    p.set_defaults(run=_demo)
     return parser
 
 

@@ -1,0 +1,53 @@
+"""Shapes pretraining documents: a caption and its image's codes, in either order.
+
+    text -> image:  caption <break> image      (with probability cfg_dropout the caption is <mask>)
+    image -> text:  image <break> caption
+
+Examples join a made Shapes dataset and its pretokenized codes by index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grain.python as grain
+import numpy as np
+
+from cm3jax.documents import ImageSegment, SpecialToken, TextSegment
+from cm3jax.errors import UserError
+from cm3jax.image_tokenizer.pretokenize import read_codes
+from cm3jax.shapes.dataset import data_source
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapesMixture:
+    image_to_text: float = 0.5  # share of documents that put the image first
+    cfg_dropout: float = 0.1  # text -> image documents whose caption becomes <mask>
+
+
+class JoinedSource(grain.RandomAccessDataSource):
+    """Example i: the Shapes example's caption and the codes of its image."""
+
+    def __init__(self, shapes_dir: str, codes_dir: str, split: str, tokenizer_fingerprint: str | None = None):
+        self.scenes = data_source(shapes_dir, split)
+        self.codes = read_codes(codes_dir, split, tokenizer_fingerprint)
+        if len(self.scenes) != len(self.codes):
+            raise UserError(f"{shapes_dir} has {len(self.scenes)} {split} scenes but {codes_dir} has codes for "
+                            f"{len(self.codes)}; pretokenize this dataset again.")
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, index: int) -> dict:
+        scene, codes = self.scenes[index], self.codes[index]
+        if scene["id"] != codes["id"]:
+            raise UserError(f"Scene {scene['id']!r} and codes {codes['id']!r} do not pair up at index {index}.")
+        return {"caption": scene["caption"].decode(), "codes": np.asarray(codes["codes"])}
+
+
+def shapes_document(example: dict, rng: np.random.Generator, mixture: ShapesMixture) -> tuple:
+    image = ImageSegment(example["codes"])
+    if rng.random() < mixture.image_to_text:
+        return (image, TextSegment(example["caption"]))
+    caption = SpecialToken("<mask>") if rng.random() < mixture.cfg_dropout else TextSegment(example["caption"])
+    return (caption, image)

@@ -1,0 +1,138 @@
+"""The decoder training loop end to end on a tiny Shapes world: resume equals uninterrupted,
+SIGTERM saves, NaN stops keeping the last good checkpoint, bad checkpoints are refused."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cm3jax.config import load_config
+from cm3jax.errors import UserError
+from cm3jax.image_tokenizer.checkpoints import load_tokenizer
+from cm3jax.image_tokenizer.pretokenize import pretokenize
+from cm3jax.image_tokenizer.train import train as train_image_tokenizer
+from cm3jax.shapes.dataset import WorldSpec, make
+from cm3jax.text_tokenizer import shapes_corpus, train_text_tokenizer
+from cm3jax.train import loop
+from cm3jax.train.loop import Stopped, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("world")
+    make(str(tmp / "shapes"), WorldSpec(num_train=48, num_eval=16, num_novel=0, num_emblems_unseen=0, num_memory=0),
+         workers=1, progress=False)
+    train_text_tokenizer(shapes_corpus(num_scenes=300), 400).save(str(tmp / "text.model"))
+    train_image_tokenizer(load_config(f"{ROOT}/tokenizers/vqgan_shapes.py:tiny"), str(tmp / "vqgan"), progress=False)
+    image_model, _ = load_tokenizer(str(tmp / "vqgan"))
+    pretokenize(str(tmp / "shapes"), str(tmp / "codes"), image_model, batch_size=16, progress=False)
+    return tmp
+
+
+def _overrides(world, **train_overrides):
+    overrides = [f"--config.data.{k}={world / v}" for k, v in
+                 (("shapes_dir", "shapes"), ("codes_dir", "codes"), ("text_tokenizer", "text.model"),
+                  ("image_tokenizer", "vqgan"))]
+    overrides += ["--config.model.d_model=32", "--config.model.n_layers=2", "--config.model.n_heads=2",
+                  "--config.model.mlp_hidden=64"]
+    return overrides + [f"--config.train.{k}={v}" for k, v in train_overrides.items()]
+
+
+def _config(world, **train_overrides):
+    return load_config(f"{ROOT}/experiments/shapes_tiny.py:test", _overrides(world, **train_overrides))
+
+
+def _losses(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line)["loss"] for line in f]
+
+
+def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(world, tmp_path):
+    results = train(_config(world), str(tmp_path / "whole"), progress=False)
+    assert results["step"] == 6 and (tmp_path / "whole" / "samples.png").exists()
+    assert (tmp_path / "whole" / "loss.png").exists() and "text_to_image" in results
+    assert train(_config(world), str(tmp_path / "split"), stop_at_step=3, progress=False)["step"] == 3
+    train(_config(world), str(tmp_path / "split"), progress=False)
+    np.testing.assert_allclose(_losses(tmp_path / "split"), _losses(tmp_path / "whole"), rtol=1e-6)
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(world, tmp_path, monkeypatch):
+    real = loop.global_batch
+    calls = []
+
+    def batch_then_sigterm(local, mesh):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(local, mesh)
+    monkeypatch.setattr(loop, "global_batch", batch_then_sigterm)
+    with pytest.raises(Stopped, match="SIGTERM at step 3"):
+        train(_config(world, steps=20), str(tmp_path / "run"), progress=False)
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints"))[-1] == "3"
+
+
+def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(world, tmp_path, monkeypatch):
+    real = loop.global_batch
+    calls = []
+
+    def poisoned_at_step_3(local, mesh):
+        calls.append(1)
+        if len(calls) == 3:
+            local = dict(local, weights=np.full_like(local["weights"], np.nan))
+        return real(local, mesh)
+    monkeypatch.setattr(loop, "global_batch", poisoned_at_step_3)
+    with pytest.raises(UserError, match=r"loss became nan at step 3.*last good checkpoint \(step 2\)"):
+        train(_config(world), str(tmp_path / "run"), progress=False)
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2"]
+
+
+def test_corrupt_or_incompatible_checkpoints_are_refused(world, tmp_path):
+    train(_config(world), str(tmp_path / "run"), stop_at_step=2, progress=False)
+    other = _config(world)
+    other.model.d_model = 48
+    with pytest.raises(UserError, match="other model settings.*d_model"):
+        train(other, str(tmp_path / "run"), progress=False)
+    for path in (tmp_path / "run" / "checkpoints" / "2").rglob("*"):
+        if path.is_file() and "params" in str(path) and path.stat().st_size > 100:
+            path.write_bytes(b"\0" * 16)
+    with pytest.raises(UserError, match="corrupt"):
+        train(_config(world), str(tmp_path / "run"), progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_processes(world, workdir, stop_at):
+    """Runs the training command as two jax.distributed processes (gloo on 127.0.0.1),
+    two CPU devices each, and returns their RESULT lines."""
+    coordinator = f"127.0.0.1:{_free_port()}"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    args = [f"{ROOT}/experiments/shapes_tiny.py:test", str(workdir), coordinator]
+    overrides = json.dumps(_overrides(world, steps=4))
+    procs = [subprocess.Popen([sys.executable, str(Path(__file__).with_name("two_process_worker.py")), *args,
+                               str(i), str(stop_at), overrides], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    return [json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:]) for out, _ in outputs]
+
+
+def test_two_processes_train_save_and_restore(world, tmp_path):
+    first = _two_processes(world, tmp_path / "run", stop_at=2)
+    assert [r["step"] for r in first] == [2, 2] and first[0]["loss"] == first[1]["loss"]
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2"]
+    second = _two_processes(world, tmp_path / "run", stop_at=4)
+    assert [r["step"] for r in second] == [4, 4]
+    assert [json.loads(l)["step"] for l in open(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4]
