@@ -38,7 +38,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, z_loss: float = 
         (_, metrics), grads = grad_fn(params, graphdef, batch, z_loss)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         return params, opt_state, metrics
     return train_step
 
