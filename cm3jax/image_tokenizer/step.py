@@ -92,9 +92,7 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
 
     def restart(params: dict, code_age_K, counts_K, codes_Bhw, z_BhwD, old_embedding_KD, rng):
         z_ND = jax.lax.stop_gradient(z_BhwD.reshape(-1, z_BhwD.shape[-1]))
-        quantizer = nnx.merge(graphdef, params).quantize
-        chosen_ND = quantizer.prepare(old_embedding_KD[codes_Bhw.ravel()])
-        error_N = jnp.sum((quantizer.prepare(z_ND) - chosen_ND) ** 2, axis=-1)
+        error_N = jnp.sum((z_ND - old_embedding_KD[codes_Bhw.ravel()]) ** 2, axis=-1)
         embedding_KD, code_age_K, restarted = restart_dead_codes(
             params["quantize"]["embedding"], code_age_K, counts_K, z_ND, error_N, rng,
             t.dead_code.restart_after_steps)

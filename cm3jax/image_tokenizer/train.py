@@ -77,10 +77,11 @@ def _check_resumable(saved: ml_collections.ConfigDict, config: ml_collections.Co
 
 
 def _restore_or_init(mngr, config: ml_collections.ConfigDict, workdir: str, programs) -> tuple[int, dict, dict]:
-    state, opt_state = programs.init()
     step = mngr.latest_step() or 0
     if step:
         _check_resumable(checkpoints.restore_config(mngr, step), config, workdir)
+    state, opt_state = programs.init()
+    if step:
         params, rest = checkpoints.restore(mngr, step, *_checkpoint_items(state, opt_state))
         opt_state = rest.pop("opt_state")
         state = {"params": params, **rest}
