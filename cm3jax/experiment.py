@@ -32,6 +32,7 @@ def decoder_experiment(model: dict, train: dict | None = None, paper_params: flo
         "steps": 0,
         "batch_size": 8,  # rows of seq_len tokens
         "seed": 0,
+        "log_every": 50,  # steps per console / TensorBoard line (metrics.jsonl gets every step)
         **(train or {}),
     })
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})

@@ -10,8 +10,16 @@ The same from Python:
 
 Running the command again resumes from the newest checkpoint in the workdir.
 
-Variants: `default` (meets >= 99% exact match on Shapes eval scenes in under ten minutes on
-two CPU cores), `tiny` (tests: trains in seconds), `gan` (default plus the PatchGAN critic).
+Variants: `default` (the best recipe measured so far), `tiny` (tests: trains in seconds), `gan`
+(default plus the PatchGAN critic).
+
+Measured with `default` on this 2-core machine while other jobs ran (eval exact match of
+encode -> decode reconstructions by the Shapes scorer, 500 eval scenes): 37.8% at 2k steps,
+78.0% at 4k, 87.4% at 6k, 92.4% at 8k, 97.6% at 10k and at 12k (shape 0.989, emblems 1.0),
+code usage 0.76 of 8192, 22.8 minutes. The issue's target (>= 99% in < 10 minutes) is not met
+yet. Recipes tried: a wider, shallower net ((1, 1, 2), 32 channels, no res blocks) runs 1.6x
+the steps/s but reaches 82% at 5k; learning rate 4e-3 trails 2e-3; EMA codebook updates and
+gradient updates of the entries end within a few points of each other.
 """
 
 import ml_collections
@@ -20,24 +28,25 @@ import ml_collections
 def _model(variant: str) -> ml_collections.ConfigDict:
     """The VQGANConfig fields (cm3jax/image_tokenizer/model.py)."""
     if variant == "tiny":
-        sizes = dict(base_channels=8, z_channels=8, embed_dim=8, codebook_size=32, norm_groups=8)
+        sizes = dict(base_channels=8, z_channels=8, embed_dim=8, codebook_size=32)
     else:
-        sizes = dict(base_channels=16, z_channels=16, embed_dim=16, codebook_size=8192, norm_groups=8)
+        sizes = dict(base_channels=16, z_channels=16, embed_dim=16, codebook_size=8192)
     return ml_collections.ConfigDict(dict(
         resolution=32, in_channels=3, out_channels=3, channel_multipliers=(1, 2, 2), num_res_blocks=1,
-        attn_resolutions=(), beta=0.25, **sizes))
+        attn_resolutions=(), norm_groups=8, beta=0.25, **sizes))
 
 
 def _training(variant: str) -> ml_collections.ConfigDict:
     training = ml_collections.ConfigDict(dict(
-        steps=6000, batch_size=8, seed=0,
+        steps=12000, batch_size=8, seed=0,
         learning_rate=2e-3, warmup_steps=100, final_learning_rate_fraction=0.05,
         weight_decay=0.0, grad_clip_norm=1.0, adam_b1=0.9, adam_b2=0.99,
         l1_weight=0.0, l2_weight=1.0, margin_weight=10.0, margin=0.2, quantization_weight=1.0,
         discriminator=dict(enabled=False, start_step=1000, weight=0.1, learning_rate=2e-4,
                            base_channels=32, num_layers=2),
+        codebook=dict(method="ema", ema_decay=0.99),
         dead_code=dict(enabled=True, restart_after_steps=200),
-        log_every=50, eval_every=1000, eval_scenes=500, checkpoint_every=500, keep_checkpoints=2,
+        log_every=50, eval_every=2000, eval_scenes=500, checkpoint_every=500, keep_checkpoints=2,
     ))
     if variant == "tiny":
         training.update(dict(steps=30, batch_size=8, warmup_steps=3, learning_rate=3e-3, log_every=1,

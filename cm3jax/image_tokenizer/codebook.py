@@ -1,6 +1,7 @@
-"""Codebook health: usage statistics, and the dead-code cure (codes unused for a while are
+"""Codebook health: usage statistics; the dead-code cure (codes unused for a while are
 restarted from encoder outputs of the current batch, preferring the ones the codebook
-represents worst, so the new codes land where they are needed)."""
+represents worst, so the new codes land where they are needed); and the EMA codebook update
+(each entry the running mean of the vectors assigned to it, VQ-VAE's k-means-like update)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def restart_dead_codes(embedding_KD: jax.Array, code_age_K: jax.Array, counts_K:
     """Ages every code unused in this batch by one step; codes `restart_after_steps` old are
     replaced by distinct batch vectors drawn with probability proportional to their
     quantisation error (at most one code per vector and step; the rest wait for the next
-    batch). Returns (embedding, ages, number restarted)."""
+    batch). Returns (embedding, ages, bool[K] which codes restarted)."""
     num_codes, num_vectors = embedding_KD.shape[0], z_ND.shape[0]
     code_age_K = jnp.where(counts_K > 0, 0, code_age_K + 1)
     dead_K = code_age_K >= restart_after_steps
@@ -50,4 +51,19 @@ def restart_dead_codes(embedding_KD: jax.Array, code_age_K: jax.Array, counts_K:
     candidates_KD = z_ND[picks_P[jnp.clip(dead_rank_K, 0, num_picks - 1)]].astype(embedding_KD.dtype)
     embedding_KD = jnp.where(restart_K[:, None], candidates_KD, embedding_KD)
     code_age_K = jnp.where(restart_K, 0, code_age_K)
-    return embedding_KD, code_age_K, jnp.sum(restart_K)
+    return embedding_KD, code_age_K, restart_K
+
+
+def ema_update(count_K: jax.Array, sum_KD: jax.Array, codes_N: jax.Array, z_ND: jax.Array,
+               decay: float) -> tuple[jax.Array, jax.Array]:
+    """Decays the per-code (vector count, vector sum) and adds this batch's; an entry is
+    sum / count, so an entry no batch uses keeps its place."""
+    batch_count_K = jax.ops.segment_sum(jnp.ones_like(codes_N, count_K.dtype), codes_N, count_K.shape[0])
+    batch_sum_KD = jax.ops.segment_sum(z_ND.astype(sum_KD.dtype), codes_N, count_K.shape[0])
+    return decay * count_K + (1 - decay) * batch_count_K, decay * sum_KD + (1 - decay) * batch_sum_KD
+
+
+def ema_entries(count_K: jax.Array, sum_KD: jax.Array, previous_KD: jax.Array) -> jax.Array:
+    """sum / count, or the previous entry once the count has decayed to nothing."""
+    usable_K = count_K > 1e-20
+    return jnp.where(usable_K[:, None], sum_KD / jnp.where(usable_K, count_K, 1.0)[:, None], previous_KD)

@@ -2,6 +2,7 @@
 
 State layout (a plain pytree, checkpointed as is):
     state     = {"params": VQGAN params (pure dict), "step": int32, "code_age": int32[K],
+                 "codebook_ema": {"count": f32[K], "sum": f32[K, D]} (only with EMA codebook updates),
                  "discriminator": critic params (only with a discriminator)}
     opt_state = {"params": optax state, "discriminator": optax state (only with one)}
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,8 @@ import optax
 from flax import nnx
 
 from cm3jax.errors import UserError
-from cm3jax.image_tokenizer.codebook import batch_usage_and_perplexity, code_histogram, restart_dead_codes
+from cm3jax.image_tokenizer.codebook import (batch_usage_and_perplexity, code_histogram, ema_entries, ema_update,
+                                             restart_dead_codes)
 from cm3jax.image_tokenizer.codec import to_unit_range
 from cm3jax.image_tokenizer.losses import (PatchDiscriminator, discriminator_hinge_loss,
                                            generator_adversarial_loss, reconstruction_loss)
@@ -31,6 +33,7 @@ from cm3jax.image_tokenizer.model import VQGAN
 from cm3jax.image_tokenizer.settings import from_json_dict, to_json_dict, vqgan_config
 
 DISCRIMINATOR_SEED_OFFSET = 1
+CODEBOOK_METHODS = ("gradient", "ema")  # how entries learn: by their loss term, or as EMAs
 # XLA:CPU compiles threefry bit generation slowly (seconds per tensor shape); the RBG generator
 # keeps initialisation and the step's random draws cheap to compile, and is as deterministic.
 KEY_IMPL = "unsafe_rbg"
@@ -62,13 +65,27 @@ def make_discriminator(config: ml_collections.ConfigDict) -> PatchDiscriminator:
                               rngs=nnx.Rngs(make_key(config.training.seed + DISCRIMINATOR_SEED_OFFSET)))
 
 
+def check_codebook_method(training: ml_collections.ConfigDict) -> str:
+    method = training.codebook.method
+    if method not in CODEBOOK_METHODS:
+        raise UserError(f"config.training.codebook.method={method!r}; choose one of {', '.join(CODEBOOK_METHODS)}.")
+    return method
+
+
+class Phase(NamedTuple):
+    """Which terms a step trains with; the loop switches them on at their configured steps."""
+    adversarial: bool = False  # True: the PatchGAN terms join
+
+
 def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
                     schedule: Callable, critic_graphdef=None, critic_tx: optax.GradientTransformation | None = None,
-                    adversarial: bool = False) -> Callable:
+                    phase: Phase = Phase()) -> Callable:
     """The pure step (state, opt_state, images uint8[B,H,W,3], rng) -> (state, opt_state, metrics),
-    jitted. `adversarial` adds the GAN terms (the loop turns it on at the critic's start step)."""
+    jitted, for one training phase."""
     t = config.training
     codebook_size = config.model.codebook_size
+    ema = check_codebook_method(t) == "ema"
+    adversarial = phase.adversarial
 
     def generator_loss(params, critic_params, x_BHWC):
         model = nnx.merge(graphdef, params)
@@ -77,8 +94,12 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
         reconstruction_BHWC = model.decode(z_q_BhwD)
         reconstruction, metrics = reconstruction_loss(reconstruction_BHWC, x_BHWC, t.l1_weight, t.l2_weight,
                                                       t.margin_weight, t.margin)
-        loss = reconstruction + t.quantization_weight * quantization
         metrics["quantization"] = quantization
+        if ema:  # the entries follow their vectors by EMA; only the encoder's commitment is a loss
+            metrics["commitment"] = jnp.mean((jax.lax.stop_gradient(z_q_BhwD) - z_BhwD) ** 2)
+            loss = reconstruction + t.quantization_weight * config.model.beta * metrics["commitment"]
+        else:
+            loss = reconstruction + t.quantization_weight * quantization
         if adversarial:
             critic = nnx.merge(critic_graphdef, critic_params)
             metrics["generator_adversarial"] = generator_adversarial_loss(critic(reconstruction_BHWC))
@@ -90,13 +111,30 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
         critic = nnx.merge(critic_graphdef, critic_params)
         return discriminator_hinge_loss(critic(real_BHWC), critic(fake_BHWC))
 
-    def restart(params: dict, code_age_K, counts_K, codes_Bhw, z_BhwD, old_embedding_KD, rng):
+    def update_codebook(state: dict, params: dict, counts_K, codes_Bhw, z_BhwD, rng) -> tuple[dict, dict, dict]:
+        """EMA update and dead-code restarts of the entries; returns (params, state, metrics)."""
+        old_embedding_KD = state["params"]["quantize"]["embedding"]
+        embedding_KD = params["quantize"]["embedding"]
         z_ND = jax.lax.stop_gradient(z_BhwD.reshape(-1, z_BhwD.shape[-1]))
-        error_N = jnp.sum((z_ND - old_embedding_KD[codes_Bhw.ravel()]) ** 2, axis=-1)
-        embedding_KD, code_age_K, restarted = restart_dead_codes(
-            params["quantize"]["embedding"], code_age_K, counts_K, z_ND, error_N, rng,
-            t.dead_code.restart_after_steps)
-        return {**params, "quantize": {**params["quantize"], "embedding": embedding_KD}}, code_age_K, restarted
+        codes_N = codes_Bhw.ravel()
+        updates, metrics = {}, {}
+        if ema:
+            count_K, sum_KD = ema_update(state["codebook_ema"]["count"], state["codebook_ema"]["sum"], codes_N, z_ND,
+                                         t.codebook.ema_decay)
+            embedding_KD = ema_entries(count_K, sum_KD, old_embedding_KD)
+        if t.dead_code.enabled:
+            error_N = jnp.sum((z_ND - old_embedding_KD[codes_N]) ** 2, axis=-1)
+            embedding_KD, updates["code_age"], restarted_K = restart_dead_codes(
+                embedding_KD, state["code_age"], counts_K, z_ND, error_N, rng, t.dead_code.restart_after_steps)
+            metrics["restarted_codes"] = jnp.sum(restarted_K)
+            if ema:  # a restarted entry counts as one vector
+                weight = 1 - t.codebook.ema_decay
+                count_K = jnp.where(restarted_K, weight, count_K)
+                sum_KD = jnp.where(restarted_K[:, None], weight * embedding_KD, sum_KD)
+        if ema:
+            updates["codebook_ema"] = {"count": count_K, "sum": sum_KD}
+        params = {**params, "quantize": {**params["quantize"], "embedding": embedding_KD}}
+        return params, updates, metrics
 
     def step(state: dict, opt_state: dict, images_BHW3: jax.Array, rng: jax.Array):
         x_BHWC = to_unit_range(images_BHW3)
@@ -109,11 +147,9 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
         params = optax.apply_updates(state["params"], updates)
         counts_K = code_histogram(codes_Bhw, codebook_size)
         metrics["code_usage"], metrics["perplexity"] = batch_usage_and_perplexity(counts_K)
-        code_age = state["code_age"]
-        if t.dead_code.enabled:
-            params, code_age, metrics["restarted_codes"] = restart(
-                params, code_age, counts_K, codes_Bhw, z_BhwD, state["params"]["quantize"]["embedding"], rng)
-        new_state = {**state, "params": params, "code_age": code_age, "step": state["step"] + 1}
+        params, codebook_state, codebook_metrics = update_codebook(state, params, counts_K, codes_Bhw, z_BhwD, rng)
+        metrics.update(codebook_metrics)
+        new_state = {**state, **codebook_state, "params": params, "step": state["step"] + 1}
         new_opt_state = {**opt_state, "params": model_opt}
         if adversarial:
             fake_BHWC = jax.lax.stop_gradient(reconstruction_BHWC)
@@ -129,11 +165,20 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
 
 @dataclasses.dataclass(frozen=True)
 class TrainPrograms:
-    """Everything compiled for one recipe. `steps[adversarial]` is the train step."""
+    """Everything compiled for one recipe (each phase's step compiles on first use)."""
     graphdef: nnx.GraphDef
     critic_graphdef: nnx.GraphDef | None
     init: Callable[[], tuple[dict, dict]]
-    steps: dict[bool, Callable]
+    steps: dict[Phase, Callable]
+    adversarial_start_step: int | None
+
+    def phase(self, step: int) -> Phase:
+        """The phase of the step that turns `step` done steps into step + 1."""
+        adversarial = self.adversarial_start_step is not None and step >= self.adversarial_start_step
+        return Phase(adversarial=adversarial)
+
+    def step_at(self, step: int) -> Callable:
+        return self.steps[self.phase(step)]
 
 
 def train_programs(config: ml_collections.ConfigDict) -> TrainPrograms:
@@ -160,6 +205,10 @@ def _train_programs(recipe_json: str) -> TrainPrograms:
         never_used = t.dead_code.restart_after_steps if t.dead_code.enabled else 0
         state = {"params": nnx.state(model).to_pure_dict(), "step": jnp.zeros((), jnp.int32),
                  "code_age": jnp.full(config.model.codebook_size, never_used, jnp.int32)}
+        if check_codebook_method(t) == "ema":
+            weight = jnp.full(config.model.codebook_size, 1 - t.codebook.ema_decay, jnp.float32)
+            entries = state["params"]["quantize"]["embedding"]
+            state["codebook_ema"] = {"count": weight, "sum": weight[:, None] * entries}
         opt_state = {"params": tx.init(state["params"])}
         if critic is not None:
             state["discriminator"] = nnx.state(critic).to_pure_dict()
@@ -169,6 +218,7 @@ def _train_programs(recipe_json: str) -> TrainPrograms:
     abstract_model, abstract_critic = nnx.eval_shape(build)
     graphdef = nnx.graphdef(abstract_model)
     critic_graphdef = nnx.graphdef(abstract_critic) if abstract_critic is not None else None
-    steps = {adversarial: make_train_step(graphdef, config, tx, schedule, critic_graphdef, critic_tx, adversarial)
-             for adversarial in ((False, True) if use_critic else (False,))}
-    return TrainPrograms(graphdef, critic_graphdef, jax.jit(init), steps)
+    steps = {phase: make_train_step(graphdef, config, tx, schedule, critic_graphdef, critic_tx, phase)
+             for phase in (Phase(a) for a in ((False, True) if use_critic else (False,)))}
+    return TrainPrograms(graphdef, critic_graphdef, jax.jit(init), steps,
+                         t.discriminator.start_step if use_critic else None)

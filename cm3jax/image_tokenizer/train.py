@@ -128,9 +128,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
         with tqdm(total=t.steps, initial=step, desc="vqgan", unit="step", disable=not progress) as bar:
             try:
                 while step < end:
-                    adversarial = bool(t.discriminator.enabled) and step >= t.discriminator.start_step
                     batch = jax.device_put(batches.batch(step), batch_sharding())
-                    state, opt_state, metrics = programs.steps[adversarial](
+                    state, opt_state, metrics = programs.step_at(step)(
                         state, opt_state, batch, jax.random.fold_in(base_rng, step))
                     step += 1
                     pending.append((step, metrics))
@@ -139,8 +138,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
                             log.append({"kind": "train", "step": logged_step, **{k: float(v) for k, v in logged.items()}})
                         pending = []
                         last = log.records[-1]
-                        bar.set_postfix(loss=f"{last['loss']:.4f}", usage=f"{last['code_usage']:.2f}",
-                                        ppl=f"{last['perplexity']:.0f}", refresh=False)
+                        bar.set_postfix(loss=f"{last['loss']:.4f}", usage=f"{last.get('code_usage', 0.0):.2f}",
+                                        ppl=f"{last.get('perplexity', 0.0):.0f}", refresh=False)
                     bar.update(1)
                     if step % t.eval_every == 0 and step < t.steps:
                         last_eval = run_eval(step)[0]

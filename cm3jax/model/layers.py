@@ -84,15 +84,35 @@ def attention_mask(q_segments_BT, q_positions_BT, k_segments_BS, k_positions_BS)
     return same & causal
 
 
-def dot_product_attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS) -> jax.Array:
+QUERY_CHUNK = 128  # causal self-attention works in query blocks of this many rows
+
+
+def dot_product_attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS, causal_blocks: bool = False) -> jax.Array:
+    """Softmax attention under a boolean mask. With `causal_blocks` (self-attention over rows
+    whose mask never lets a query see a later key, as packed causal rows are), queries go in
+    blocks of QUERY_CHUNK rows and each block reads only the keys up to its own end: the
+    same result without computing the masked upper triangle's blocks."""
     b, t, h, e = q_BTHE.shape
     k_heads = k_BSKE.shape[2]
-    q_BTKGE = q_BTHE.reshape(b, t, k_heads, h // k_heads, e)
-    logits = jnp.einsum("btkge,bske->bkgts", q_BTKGE, k_BSKE, preferred_element_type=jnp.float32) * e ** -0.5
-    logits = jnp.where(mask_BTS[:, None, None], logits, NEG_INF)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v_BSKE.dtype)
-    out = jnp.einsum("bkgts,bske->btkge", probs, v_BSKE)
-    return out.reshape(b, t, h, e)
+    q_BKGTE = (q_BTHE * e ** -0.5).reshape(b, t, k_heads, h // k_heads, e).transpose(0, 2, 3, 1, 4)
+    k_BKSE, v_BKSE = k_BSKE.transpose(0, 2, 1, 3), v_BSKE.transpose(0, 2, 1, 3)
+
+    def attend(q_part_BKGTE, mask_part_BTS):
+        keys = mask_part_BTS.shape[-1]
+        logits = jnp.einsum("bkgte,bkse->bkgts", q_part_BKGTE, k_BKSE[:, :, :keys],
+                            preferred_element_type=jnp.float32)
+        logits = jnp.where(mask_part_BTS[:, None, None], logits, NEG_INF)
+        probs = jax.nn.softmax(logits, axis=-1).astype(v_BKSE.dtype)
+        return jnp.einsum("bkgts,bkse->bkgte", probs, v_BKSE[:, :, :keys])
+
+    blocks = t // QUERY_CHUNK if causal_blocks and t == k_BSKE.shape[1] and t % QUERY_CHUNK == 0 else 1
+    if blocks == 1:
+        out_BKGTE = attend(q_BKGTE, mask_BTS)
+    else:
+        c = QUERY_CHUNK
+        out_BKGTE = jnp.concatenate([attend(q_BKGTE[:, :, :, i * c:(i + 1) * c], mask_BTS[:, i * c:(i + 1) * c, :(i + 1) * c])
+                                     for i in range(blocks)], axis=3)
+    return out_BKGTE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
 
 
 class Attention(nnx.Module):
@@ -130,7 +150,7 @@ class Attention(nnx.Module):
     def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segments_BT: jax.Array) -> jax.Array:
         q, k, v = self.project(x_BTD, positions_BT)
         mask = attention_mask(segments_BT, positions_BT, segments_BT, positions_BT)
-        return self.output(dot_product_attention(q, k, v, mask))
+        return self.output(dot_product_attention(q, k, v, mask, causal_blocks=True))
 
 
 class MLP(nnx.Module):

@@ -35,6 +35,7 @@ from cm3jax.fileio import atomic_write_text
 from cm3jax.model.decoder import Decoder
 from cm3jax.sharding import make_mesh, mesh_context, state_shardings
 from cm3jax.text_tokenizer import TextTokenizer
+from cm3jax.train.metrics import MetricLogger
 from cm3jax.train.optimizer import make_optimizer
 from cm3jax.train.step import jit_train_step, loss_and_metrics, optimizer_shardings
 from cm3jax.vocab import MultimodalVocab
@@ -124,8 +125,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
                                        "config": Json(config.to_dict()), "vocab": Json(codec.vocab.to_json())})
 
         primary = jax.process_index() == 0  # the one process that writes logs and pictures
-        log_path = os.path.join(workdir, "metrics.jsonl")
-        records = _read_records(log_path, step, rewrite=primary)
+        logger = MetricLogger(workdir, step, config.train.log_every, primary)
+        records = logger.records
         terminated = []
         previous = signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
         last_good = step
@@ -145,9 +146,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
                 tokens_seen += metrics["tokens"]
                 record = {"step": step, **metrics, "lr": float(_lr(config, total_steps)(step - 1)),
                           "tokens_per_second": tokens_seen / (time.perf_counter() - started)}
-                records.append(record)
-                if primary:
-                    _append(log_path, record)
+                logger.log(record)
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}")
                 if step % config.checkpoint.every == 0 or step == total_steps:
@@ -160,6 +159,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
             bar.close()
             signal.signal(signal.SIGTERM, previous)
             checkpoints.close()
+            logger.close()
         results = {"step": step, "loss": records[-1]["loss"] if records else None}
         if step == total_steps:
             results["eval_nll"] = eval_nll(config, codec, graphdef, params, mesh)
@@ -179,24 +179,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
 def _lr(config, total_steps: int) -> optax.Schedule:
     from cm3jax.train.optimizer import learning_rate
     return learning_rate(config.train.peak_lr, config.train.warmup_steps, total_steps, config.train.end_lr_fraction)
-
-
-def _append(path: str, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _read_records(path: str, up_to_step: int, rewrite: bool) -> list[dict]:
-    """The log of earlier sessions of this run, cut at the resumed step (later lines were
-    written after the checkpoint and are replayed now); the file is rewritten to match."""
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    records = [r for r in records if r["step"] <= up_to_step]
-    if rewrite:
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-    return records
 
 
 def eval_nll(config, codec: DocumentCodec, graphdef, params, mesh) -> float:

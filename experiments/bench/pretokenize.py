@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 
@@ -29,23 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from cm3jax.benchmarking import machine, matmul_gflops
 from cm3jax.fileio import atomic_write_text
 from cm3jax.image_tokenizer.model import VQGAN, VQGANConfig
 from cm3jax.image_tokenizer.pretokenize import BatchEncoder, pretokenize
 from cm3jax.shapes.dataset import WorldSpec, make
 
 IMAGES_PER_SCENE = 5
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
-    matmul = jax.jit(lambda x: x @ x)
-    matmul(a).block_until_ready()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = matmul(a)
-    out.block_until_ready()
-    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def encoder_flops_per_image(model: VQGAN, batch_size: int, resolution: int) -> float:
@@ -144,8 +133,7 @@ def main() -> None:
 
     encoder_gflops = flops * ceiling["images_per_second"] / 1e9
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"python {platform.python_version()}, jax {jax.__version__}",
+        "machine": machine(),
         "config": {**config.__dict__, "grid": config.grid_size(), "batch_size": args.batch_size},
         "encoder_parameters": encoder_parameters(model), "model_init_seconds": init_seconds,
         "encoder_mflops_per_image": flops / 1e6, "matmul_gflops": matmul,

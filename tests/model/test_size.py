@@ -40,3 +40,16 @@ def test_size_command(capsys):
     out = capsys.readouterr().out
     assert "6,689,914,880" in out and "GiB per device" in out
     assert main(["model", "size", "--config", str(EXPERIMENTS / "cm3leon_7b.py"), "--mesh", "2,2"]) == 2
+
+
+def test_bench_small_is_the_hugging_face_peer_at_the_same_size():
+    """The benchmark's peer must be the same model: transformers' Chameleon built from bench-small
+    has exactly our parameter count (its unused VQ-VAE aside)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_tokens", EXPERIMENTS / "bench" / "train_tokens.py")
+    train_tokens = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_tokens)
+    config = load_config(str(EXPERIMENTS / "bench_small.py"))
+    config.model.n_layers = 1  # same shapes per layer, less to build
+    peer = train_tokens.TorchSide(config, train_tokens.random_batch(config.model.vocab_size, 1, 8))
+    assert peer.parameters == decoder_config(config).param_count()

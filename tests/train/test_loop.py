@@ -64,6 +64,12 @@ def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(world, tmp_path):
     np.testing.assert_allclose(_losses(tmp_path / "split"), _losses(tmp_path / "whole"), rtol=1e-6)
 
 
+def test_shapes_eval_loss_falls(world, tmp_path):
+    barely_trained = train(_config(world, steps=4), str(tmp_path / "short"), progress=False)["eval_nll"]
+    trained = train(_config(world, steps=60), str(tmp_path / "long"), progress=False)["eval_nll"]
+    assert trained < 0.8 * barely_trained, (barely_trained, trained)
+
+
 def test_sigterm_saves_a_checkpoint_and_stops(world, tmp_path, monkeypatch):
     real = loop.global_batch
     calls = []

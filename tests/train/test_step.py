@@ -7,7 +7,7 @@ from cm3jax.experiment import decoder_config, decoder_experiment
 from cm3jax.model.decoder import Decoder
 from cm3jax.sharding import make_mesh, mesh_context
 from cm3jax.train.optimizer import make_optimizer
-from cm3jax.train.step import jit_train_step
+from cm3jax.train.step import jit_train_step, loss_and_metrics
 
 CONFIG = decoder_experiment(
     dict(vocab_size=128, d_model=32, n_layers=2, n_heads=4, mlp_hidden=64, max_seq_len=32, norm="rmsnorm",
@@ -25,8 +25,8 @@ def _batch(seed=0, batch=8, length=16):
             "segments": segments}
 
 
-def _losses(mesh_shape, steps, batches):
-    graphdef, params = nnx.split(Decoder(decoder_config(CONFIG), nnx.Rngs(0)), nnx.Param)
+def _losses(mesh_shape, steps, batches, config=CONFIG):
+    graphdef, params = nnx.split(Decoder(decoder_config(config), nnx.Rngs(0)), nnx.Param)
     tx = make_optimizer(CONFIG.train, 100)
     opt_state = tx.init(params)
     mesh = make_mesh(mesh_shape, jax.devices()[:int(np.prod(mesh_shape))])
@@ -52,3 +52,19 @@ def test_sharded_training_equals_one_device(one_device, shape):
 def test_overfits_one_batch():
     losses = _losses((1, 1, 1), 150, [_batch(3, batch=4)])
     assert losses[0] > 4.0 and losses[-1] < 0.1
+
+
+def test_bfloat16_compute_trains_close_to_float32(one_device):
+    config = CONFIG.copy_and_resolve_references()
+    config.model.dtype = "bfloat16"
+    np.testing.assert_allclose(_losses((1, 1, 1), 4, [_batch(0), _batch(1)], config), one_device, rtol=2e-2)
+
+
+def test_accuracy_counts_argmax_hits():
+    graphdef, params = nnx.split(Decoder(decoder_config(CONFIG), nnx.Rngs(0)), nnx.Param)
+    batch = _batch(4)
+    logits = nnx.merge(graphdef, params)(batch["inputs"], batch["positions"], batch["segments"])
+    batch["targets"] = np.where(np.arange(16) % 2 == 0, np.asarray(logits.argmax(-1)), batch["targets"])
+    hits = (np.asarray(logits.argmax(-1)) == batch["targets"]) * batch["weights"]
+    _, metrics = loss_and_metrics(params, graphdef, batch, 0.0)
+    assert float(metrics["accuracy"]) == pytest.approx(hits.sum() / batch["weights"].sum())
