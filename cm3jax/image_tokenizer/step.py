@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -72,20 +72,14 @@ def check_codebook_method(training: ml_collections.ConfigDict) -> str:
     return method
 
 
-class Phase(NamedTuple):
-    """Which terms a step trains with; the loop switches them on at their configured steps."""
-    adversarial: bool = False  # True: the PatchGAN terms join
-
-
 def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
                     schedule: Callable, critic_graphdef=None, critic_tx: optax.GradientTransformation | None = None,
-                    phase: Phase = Phase()) -> Callable:
+                    adversarial: bool = False) -> Callable:
     """The pure step (state, opt_state, images uint8[B,H,W,3], rng) -> (state, opt_state, metrics),
-    jitted, for one training phase."""
+    jitted. `adversarial` adds the GAN terms (the loop turns it on at the critic's start step)."""
     t = config.training
     codebook_size = config.model.codebook_size
     ema = check_codebook_method(t) == "ema"
-    adversarial = phase.adversarial
 
     def generator_loss(params, critic_params, x_BHWC):
         model = nnx.merge(graphdef, params)
@@ -165,20 +159,16 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
 
 @dataclasses.dataclass(frozen=True)
 class TrainPrograms:
-    """Everything compiled for one recipe (each phase's step compiles on first use)."""
+    """Everything compiled for one recipe. `steps[adversarial]` is the train step."""
     graphdef: nnx.GraphDef
     critic_graphdef: nnx.GraphDef | None
     init: Callable[[], tuple[dict, dict]]
-    steps: dict[Phase, Callable]
+    steps: dict[bool, Callable]
     adversarial_start_step: int | None
 
-    def phase(self, step: int) -> Phase:
-        """The phase of the step that turns `step` done steps into step + 1."""
-        adversarial = self.adversarial_start_step is not None and step >= self.adversarial_start_step
-        return Phase(adversarial=adversarial)
-
     def step_at(self, step: int) -> Callable:
-        return self.steps[self.phase(step)]
+        """The step that turns `step` done steps into step + 1."""
+        return self.steps[self.adversarial_start_step is not None and step >= self.adversarial_start_step]
 
 
 def train_programs(config: ml_collections.ConfigDict) -> TrainPrograms:
@@ -218,7 +208,7 @@ def _train_programs(recipe_json: str) -> TrainPrograms:
     abstract_model, abstract_critic = nnx.eval_shape(build)
     graphdef = nnx.graphdef(abstract_model)
     critic_graphdef = nnx.graphdef(abstract_critic) if abstract_critic is not None else None
-    steps = {phase: make_train_step(graphdef, config, tx, schedule, critic_graphdef, critic_tx, phase)
-             for phase in (Phase(a) for a in ((False, True) if use_critic else (False,)))}
+    steps = {adversarial: make_train_step(graphdef, config, tx, schedule, critic_graphdef, critic_tx, adversarial)
+             for adversarial in ((False, True) if use_critic else (False,))}
     return TrainPrograms(graphdef, critic_graphdef, jax.jit(init), steps,
                          t.discriminator.start_step if use_critic else None)

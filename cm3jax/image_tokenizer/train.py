@@ -34,7 +34,7 @@ from cm3jax.image_tokenizer.codec import batch_sharding, decode_codes, encode_im
 from cm3jax.image_tokenizer.data import TrainImages, render_split
 from cm3jax.image_tokenizer.model import VQGAN
 from cm3jax.image_tokenizer.report import save_loss_curves, save_reconstruction_grid
-from cm3jax.image_tokenizer.run_log import RunLog
+from cm3jax.run_log import RunLog
 from cm3jax.image_tokenizer.settings import check_recipe, to_json_dict
 from cm3jax.image_tokenizer.step import make_key, train_programs
 from cm3jax.shapes.score import score, score_scene
@@ -138,8 +138,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
                             log.append({"kind": "train", "step": logged_step, **{k: float(v) for k, v in logged.items()}})
                         pending = []
                         last = log.records[-1]
-                        bar.set_postfix(loss=f"{last['loss']:.4f}", usage=f"{last.get('code_usage', 0.0):.2f}",
-                                        ppl=f"{last.get('perplexity', 0.0):.0f}", refresh=False)
+                        bar.set_postfix(loss=f"{last['loss']:.4f}", usage=f"{last['code_usage']:.2f}",
+                                        ppl=f"{last['perplexity']:.0f}", refresh=False)
                     bar.update(1)
                     if step % t.eval_every == 0 and step < t.steps:
                         last_eval = run_eval(step)[0]

@@ -55,15 +55,18 @@ class DecoderConfig:
     def num_kv_heads(self) -> int:
         return self.n_kv_heads or self.n_heads
 
-    def param_count(self) -> int:
-        """Parameters, by formula (the tests check it against the built model)."""
+    def block_matmul_params(self) -> int:
+        """Weights of one block's matmuls (attention projections and MLP)."""
         d, h, hd, kv = self.d_model, self.n_heads, self.head_size, self.num_kv_heads
         attention = d * hd * (h + 2 * kv) + h * hd * d
-        if self.qk_norm:
-            attention += 2 * (h + kv) * hd
-        mlp = d * self.mlp_hidden * (3 if self.mlp == "swiglu" else 2)
+        return attention + d * self.mlp_hidden * (3 if self.mlp == "swiglu" else 2)
+
+    def param_count(self) -> int:
+        """Parameters, by formula (the tests check it against the built model)."""
+        d = self.d_model
+        qk_norm = 2 * (self.n_heads + self.num_kv_heads) * self.head_size if self.qk_norm else 0
         norms = 2 * d if self.norm == "rmsnorm" else 0
-        block = attention + mlp + norms
+        block = self.block_matmul_params() + qk_norm + norms
         embeddings = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         positions = self.max_seq_len * d if self.positions == "learned" else 0
         final_norm = d if self.norm == "rmsnorm" else 0

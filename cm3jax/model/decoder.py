@@ -53,21 +53,17 @@ class Decoder(nnx.Module):
             x = x + jnp.take(self.positions[...], positions_BT, axis=0)
         return constrain(x.astype(dtype), ACTIVATION)
 
-    def head(self) -> jax.Array:
-        """[D, V]: the output projection (the embedding's transpose when tied)."""
-        return self.embed[...].T if self.lm_head is None else self.lm_head[...]
-
-    def logits(self, hidden_BTD: jax.Array) -> jax.Array:
-        """float32 logits over the whole (padded) vocabulary, from `hidden` states."""
-        logits = jnp.einsum("btd,dv->btv", hidden_BTD, self.head().astype(hidden_BTD.dtype),
-                            preferred_element_type=jnp.float32)
+    def logits(self, x_BTD: jax.Array) -> jax.Array:
+        """float32 logits over the whole (padded) vocabulary."""
+        x = self.final_norm(x_BTD)
+        head = self.embed[...].T if self.lm_head is None else self.lm_head[...]
+        logits = jnp.einsum("btd,dv->btv", x, head.astype(x.dtype), preferred_element_type=jnp.float32)
         return constrain(logits, ("batch", "length", "act_vocab"))
 
-    def hidden(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None,
-               segments_BT: jax.Array | None = None) -> jax.Array:
-        """The final-normed states [B, T, D] that the head turns into logits. Packed rows give
-        each document its own `segments` id and positions from 0; tokens attend only within
-        their document, causally."""
+    def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None,
+                 segments_BT: jax.Array | None = None) -> jax.Array:
+        """Logits [B, T, V]. Packed rows give each document its own `segments` id and positions
+        from 0; tokens attend only within their document, causally."""
         if positions_BT is None:
             positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
         if segments_BT is None:
@@ -78,9 +74,4 @@ class Decoder(nnx.Module):
                 x = nnx.remat(lambda b, *a: b(*a))(block, x, positions_BT, segments_BT)
             else:
                 x = block(x, positions_BT, segments_BT)
-        return self.final_norm(x)
-
-    def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None,
-                 segments_BT: jax.Array | None = None) -> jax.Array:
-        """Logits [B, T, V] (see `hidden`)."""
-        return self.logits(self.hidden(tokens_BT, positions_BT, segments_BT))
+        return self.logits(x)

@@ -141,7 +141,7 @@ _COLON_ITEM = re.compile(rf"(?P<pos>{_POS}): {_NP}")
 _NUM = r"(\d{1,3})"
 _GROUND_ITEM = re.compile(rf"an? (?P<color>{_COLOR}) (?P<shape>{_SHAPE}) at "
                           rf"\({_NUM}, {_NUM}\) -> \({_NUM}, {_NUM}\)")
-_BACKGROUND = re.compile(rf"^(?P<rest>.*) on an? (?P<bg>\w+) background$")
+_BACKGROUND = re.compile(r"^(?P<rest>.*) on an? (?P<bg>\w+) background$")
 _EMBLEM = re.compile(r"^(?:a picture of |an image of )?(?P<name>the flag of \w+)$")
 _VOCAB = ({"a", "an", "and", "there", "is", "in", "at", "the", "on", "background", "->"}
           | set(spec.COLORS) | set(spec.SHAPES) | set(spec.BACKGROUNDS)

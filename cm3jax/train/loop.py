@@ -125,7 +125,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
                                        "config": Json(config.to_dict()), "vocab": Json(codec.vocab.to_json())})
 
         primary = jax.process_index() == 0  # the one process that writes logs and pictures
-        logger = MetricLogger(workdir, step, config.train.log_every, primary)
+        logger = MetricLogger(workdir, step, total_steps, config.train.log_every, primary)
         records = logger.records
         terminated = []
         previous = signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))

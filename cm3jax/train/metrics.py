@@ -4,7 +4,6 @@ and, when the `tensorboard` extra (TensorFlow) is installed, to TensorBoard thro
 writers in WORKDIR/tensorboard."""
 
 # No `from __future__ import annotations`: clu builds the Collection from the real annotations.
-import json
 import os
 from typing import Any
 
@@ -12,9 +11,8 @@ import flax.struct
 from clu import metrics as clu_metrics
 from tqdm import tqdm
 
-from cm3jax.fileio import atomic_write_text
+from cm3jax.run_log import RunLog
 
-FILENAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -41,31 +39,19 @@ def tensorboard_writer(logdir: str):
 class MetricLogger:
     """Writes on the primary process only; other processes keep the records in memory."""
 
-    def __init__(self, workdir: str, resumed_step: int, log_every: int, primary: bool):
-        self.path = os.path.join(workdir, FILENAME)
+    def __init__(self, workdir: str, resumed_step: int, final_step: int, log_every: int, primary: bool):
+        self.log_file = RunLog(workdir, resumed_step, final_step, write=primary)
         self.primary, self.log_every = primary, log_every
-        self.records = self._read(resumed_step)
         self.interval: TrainMetrics | None = None
         self.writer = tensorboard_writer(os.path.join(workdir, TENSORBOARD_DIR)) if primary else None
 
-    def _read(self, up_to_step: int) -> list[dict]:
-        """The log of earlier sessions of this run, cut at the resumed step (later lines were
-        written after the checkpoint and are replayed now); the file is rewritten to match."""
-        if not os.path.exists(self.path):
-            return []
-        with open(self.path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
-        records = [r for r in records if r["step"] <= up_to_step]
-        if self.primary:
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
-        return records
+    @property
+    def records(self) -> list[dict]:
+        return self.log_file.records
 
     def log(self, record: dict[str, Any]) -> dict[str, float] | None:
         """Appends one step's record; returns the interval's averages when an interval closes."""
-        self.records.append(record)
-        if self.primary:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        self.log_file.append(record)
         single = TrainMetrics.single_from_model_output(**record)
         self.interval = single if self.interval is None else self.interval.merge(single)
         if record["step"] % self.log_every:

@@ -20,22 +20,16 @@ BATCH_KEYS = ("inputs", "targets", "weights", "positions", "segments")
 
 def loss_and_metrics(params, graphdef, batch: dict, z_loss: float) -> tuple[jax.Array, dict]:
     model = nnx.merge(graphdef, params)
-    hidden_BTD = model.hidden(batch["inputs"], batch["positions"], batch["segments"])
-    logits_BTV = model.logits(hidden_BTD)
+    logits_BTV = model(batch["inputs"], batch["positions"], batch["segments"])
     log_z_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
-    # The target's logit from its own head column: no gather from (or scatter into) the big logits.
-    head_DV = model.head().astype(hidden_BTD.dtype)
-    target_logit_BT = jnp.einsum("btd,dbt->bt", hidden_BTD, jnp.take(head_DV, batch["targets"], axis=1),
-                                 preferred_element_type=jnp.float32)
+    target_logit_BT = jnp.take_along_axis(logits_BTV, batch["targets"][..., None], axis=-1)[..., 0]
     weights = batch["weights"].astype(jnp.float32)
     total = jnp.maximum(weights.sum(), 1.0)
     nll = ((log_z_BT - target_logit_BT) * weights).sum() / total
     z = (jnp.square(log_z_BT) * weights).sum() / total
     loss = nll + z_loss * z
-    logits_no_grad_BTV = jax.lax.stop_gradient(logits_BTV)
-    hit_BT = jnp.take_along_axis(logits_no_grad_BTV, batch["targets"][..., None], axis=-1)[..., 0] >= jnp.max(
-        logits_no_grad_BTV, axis=-1)
-    correct = hit_BT * weights
+    # A hit: no logit beats the target's (argmax's answer from a max rather than an index reduction).
+    correct = (target_logit_BT >= jax.lax.stop_gradient(jnp.max(logits_BTV, axis=-1))) * weights
     return loss, {"loss": loss, "nll": nll, "z_loss": z, "accuracy": correct.sum() / total, "tokens": weights.sum()}
 
 

@@ -142,7 +142,7 @@ def main() -> None:
         "encoder_fraction_of_matmul_rate": encoder_gflops / matmul,
         "encode_only_vs_peer": ceiling["images_per_second"] / peer["images_per_second"] if peer else None,
     }
-    print(f"\n| run | images | seconds | images/s |\n|---|---|---|---|")
+    print("\n| run | images | seconds | images/s |\n|---|---|---|---|")
     print(f"| pretokenize end to end (1 compile) | {full['images']} | {full['seconds']:.1f} "
           f"| {full['images_per_second']:.0f} |")
     print(f"| pretokenize without its compile | {full['images']} | "

@@ -45,7 +45,7 @@ def main() -> None:
         "fraction_of_ceiling": full["scenes_per_second"] / ceiling,
         "target_seconds": 60.0, "met": full["seconds"] < 60.0 if args.num == 100_000 else None,
     }
-    print(f"\n| run | scenes | workers | seconds | scenes/s | MB |\n|---|---|---|---|---|---|")
+    print("\n| run | scenes | workers | seconds | scenes/s | MB |\n|---|---|---|---|---|---|")
     for name, r in (("one worker", single), ("make", full)):
         print(f"| {name} | {r['scenes']} | {r['workers']} | {r['seconds']:.1f} | {r['scenes_per_second']:.0f} "
               f"| {r['bytes'] / 1e6:.0f} |")

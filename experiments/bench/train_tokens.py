@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 from pathlib import Path
 
 import jax
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cm3jax.benchmarking import machine, matmul_gflops, median, time_calls
+from cm3jax.benchmarking import machine, matmul_gflops, time_calls
 from cm3jax.config import load_config
 from cm3jax.experiment import decoder_config
 from cm3jax.fileio import atomic_write_text
@@ -39,10 +40,7 @@ BENCH_SMALL = str(Path(__file__).resolve().parents[1] / "bench_small.py")
 def model_flops_per_token(config: DecoderConfig, seq_len: int) -> float:
     """Training FLOPs per token: 6 x the matmul parameters (the output head included, the input
     embedding not) + 12 x layers x width x sequence length for attention (PaLM's count)."""
-    d, f = config.d_model, config.mlp_hidden
-    attention = d * config.head_size * (config.n_heads + 2 * config.num_kv_heads) + config.n_heads * config.head_size * d
-    mlp = d * f * (3 if config.mlp == "swiglu" else 2)
-    matmul_params = config.n_layers * (attention + mlp) + config.vocab_size * d
+    matmul_params = config.n_layers * config.block_matmul_params() + config.vocab_size * config.d_model
     return 6 * matmul_params + 12 * config.n_layers * config.n_heads * config.head_size * seq_len
 
 
@@ -66,7 +64,7 @@ class JaxSide:
                       "segments": jnp.ones((b, t), jnp.int32)}
         self.state = (params, opt_state)
         self.compile_seconds = time_calls(self.run, 1)[0]
-        self.parameters = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+        self.parameters = model_config.param_count()
 
     def run(self) -> float:
         with mesh_context(self.mesh):
@@ -134,7 +132,7 @@ def main() -> None:
     flops_per_step = model_flops_per_token(decoder_config(config), t) * tokens
     rows = {}
     for side, step_times in times.items():
-        seconds = median(step_times)
+        seconds = statistics.median(step_times)
         rows[side] = {"step_seconds_median": seconds, "step_seconds": step_times, "tokens_per_second": tokens / seconds,
                       "model_gflops": flops_per_step / seconds / 1e9,
                       "fraction_of_matmul_rate": flops_per_step / seconds / 1e9 / matmul}

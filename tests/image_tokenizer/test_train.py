@@ -16,8 +16,8 @@ from cm3jax.image_tokenizer.codebook import code_histogram, restart_dead_codes
 from cm3jax.image_tokenizer.data import render_split
 from cm3jax.image_tokenizer.losses import (PatchDiscriminator, discriminator_hinge_loss, margin_loss,
                                            reconstruction_loss)
-from cm3jax.image_tokenizer.run_log import FILENAME, RunLog
-from cm3jax.image_tokenizer.step import Phase, make_key, train_programs
+from cm3jax.run_log import FILENAME, RunLog
+from cm3jax.image_tokenizer.step import make_key, train_programs
 from cm3jax.image_tokenizer.train import LOSS_CURVES_PNG, RECONSTRUCTIONS_PNG, decode_codes, encode_images, \
     load_tokenizer, train
 from flax import nnx
@@ -111,7 +111,7 @@ def test_discriminator_step_gives_finite_losses_and_trains_the_critic():
     state, opt_state = programs.init()
     critic_before = jax.tree.map(np.asarray, state["discriminator"])
     _, images = render_split("train", 8, 0, 32, progress=False)
-    adversarial_step = programs.steps[Phase(adversarial=True)]
+    adversarial_step = programs.steps[True]
     for step in range(2):  # the warmup's learning rate is zero at step 0
         state, opt_state, metrics = adversarial_step(state, opt_state, images, make_key(step))
     for key in ("loss", "generator_adversarial", "discriminator", "margin"):

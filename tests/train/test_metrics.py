@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from cm3jax.train.metrics import FILENAME, TENSORBOARD_DIR, MetricLogger
+from cm3jax.run_log import FILENAME
+from cm3jax.train.metrics import TENSORBOARD_DIR, MetricLogger
 
 
 def record(step: int) -> dict:
@@ -13,7 +14,7 @@ def record(step: int) -> dict:
 
 
 def test_every_step_is_recorded_and_intervals_are_averaged(tmp_path, capsys):
-    logger = MetricLogger(str(tmp_path), 0, log_every=3, primary=True)
+    logger = MetricLogger(str(tmp_path), 0, 6, log_every=3, primary=True)
     summaries = [logger.log(record(step)) for step in range(1, 7)]
     logger.close()
     assert summaries[0] is None and summaries[1] is None and summaries[3] is None
@@ -30,15 +31,15 @@ def test_every_step_is_recorded_and_intervals_are_averaged(tmp_path, capsys):
 
 
 def test_a_resumed_run_cuts_the_log_at_its_checkpoint(tmp_path):
-    logger = MetricLogger(str(tmp_path), 0, log_every=10, primary=True)
+    logger = MetricLogger(str(tmp_path), 0, 6, log_every=10, primary=True)
     for step in range(1, 7):
         logger.log(record(step))
-    resumed = MetricLogger(str(tmp_path), 4, log_every=10, primary=True)
+    resumed = MetricLogger(str(tmp_path), 4, 6, log_every=10, primary=True)
     assert [r["step"] for r in resumed.records] == [1, 2, 3, 4]
     assert [json.loads(line)["step"] for line in open(tmp_path / FILENAME)] == [1, 2, 3, 4]
 
 
 def test_only_the_primary_process_writes(tmp_path):
-    logger = MetricLogger(str(tmp_path), 0, log_every=1, primary=False)
+    logger = MetricLogger(str(tmp_path), 0, 6, log_every=1, primary=False)
     logger.log(record(1))
     assert logger.records == [record(1)] and not (tmp_path / FILENAME).exists()

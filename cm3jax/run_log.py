@@ -1,5 +1,6 @@
-"""WORKDIR/metrics.jsonl: one JSON record per logged step, eval and run end. A resumed run first
-drops the records of steps its checkpoint does not cover, so the file reads as one run."""
+"""WORKDIR/metrics.jsonl of a training run (image tokenizer or decoder): one JSON record per
+logged step, eval and run end. A resumed run first drops the records of steps its checkpoint
+does not cover, so the file reads as one run."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ FILENAME = "metrics.jsonl"
 
 
 class RunLog:
-    def __init__(self, workdir: str, resume_step: int, final_step: int):
+    def __init__(self, workdir: str, resume_step: int, final_step: int, write: bool = True):
         """Keeps the records up to `resume_step`, except the closing eval and end of a run that
-        had already reached `final_step` (they are made again)."""
-        self.path = os.path.join(workdir, FILENAME)
+        had already reached `final_step` (they are made again). With `write` False (every
+        process but the primary one) the records are read and kept in memory only."""
+        self.path, self.write = os.path.join(workdir, FILENAME), write
         kept = [r for r in self.read(self.path)
                 if r["step"] <= resume_step and r.get("kind") != "end"
                 and not (r.get("kind") == "eval" and r["step"] >= final_step)]
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        if write:
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.records = kept
 
     @staticmethod
@@ -37,5 +40,6 @@ class RunLog:
 
     def append(self, record: dict) -> None:
         self.records.append(record)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.write:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
