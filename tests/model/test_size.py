@@ -53,3 +53,37 @@ def test_bench_small_is_the_hugging_face_peer_at_the_same_size():
     config.model.n_layers = 1  # same shapes per layer, less to build
     peer = train_tokens.TorchSide(config, train_tokens.random_batch(config.model.vocab_size, 1, 8))
     assert peer.parameters == decoder_config(config).param_count()
+
+
+@pytest.mark.parametrize("name,mesh_shape", [("cm3leon_7b", (1, 4, 2)), ("chameleon_34b", (2, 2, 2))])
+def test_paper_train_steps_compile_sharded_to_the_predicted_bytes_per_device(name, mesh_shape):
+    """The paper configs' train step (one block of each: blocks repeat) compiles on a sharded fake
+    mesh, and XLA's per-device argument bytes are the size command's parameters + AdamW state,
+    plus this device's slice of the batch and the optimizer's step counters."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from cm3jax.model.decoder import Decoder
+    from cm3jax.sharding import MESH_AXES, make_mesh, mesh_context
+    from cm3jax.train.optimizer import make_optimizer
+    from cm3jax.train.step import BATCH_KEYS, jit_train_step
+
+    config = load_config(str(EXPERIMENTS / f"{name}.py"))
+    model = dataclasses.replace(decoder_config(config), n_layers=1)
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: Decoder(model, nnx.Rngs(0))), nnx.Param)
+    tx = make_optimizer(config.train, max(config.train.steps, config.train.warmup_steps + 1))
+    opt_state = jax.eval_shape(tx.init, params)
+    mesh = make_mesh(mesh_shape, jax.devices()[:8])
+    batch_shape = (8, 128)
+    with mesh_context(mesh):
+        step = jit_train_step(graphdef, tx, params, opt_state, mesh)
+        batch = {k: jax.ShapeDtypeStruct(batch_shape, jnp.float32 if k == "weights" else jnp.int32) for k in BATCH_KEYS}
+        compiled = step.lower(params, opt_state, batch).compile()
+    predicted = bytes_per_device(model, dict(zip(MESH_AXES, mesh_shape)))["total"]
+    batch_bytes = len(BATCH_KEYS) * 4 * int(np.prod(batch_shape)) // (mesh_shape[0] * mesh_shape[1])
+    extra = compiled.memory_analysis().argument_size_in_bytes - predicted - batch_bytes
+    assert 0 <= extra <= 64, extra  # the optimizer's int32 step counters
