@@ -24,8 +24,9 @@ class Checkpoints:
         self.directory = os.path.join(os.path.abspath(workdir), SUBDIR)
         if read_only and not os.path.isdir(self.directory):
             raise UserError(f"No checkpoints in {self.directory}: the directory does not exist.")
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
-                                               enable_async_checkpointing=async_save)
+        options = (ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None, save_interval_steps=0)
+                   if read_only else
+                   ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save))
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:

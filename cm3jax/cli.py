@@ -7,6 +7,7 @@ import json
 import sys
 
 from cm3jax.errors import UserError
+from cm3jax.sampling import commands as sampling_commands
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, default: str) -> None:
@@ -283,6 +284,173 @@ def _train_parser(sub) -> None:
     p.set_defaults(run=_train)
 
 
+# ----------------------------------------------------------------------------- retrieval
+
+def _retrieval_clip(args, overrides) -> None:
+    from cm3jax.config import load_config
+    from cm3jax.retrieval.clip_train import train
+    results = train(load_config(args.config, overrides), args.workdir, stop_at_step=args.stop_at_step)
+    print(json.dumps(results, indent=2))
+
+
+def _retrieval_bank(args, overrides) -> None:
+    import os
+    from ml_collections import ConfigDict
+    from cm3jax.image_tokenizer.pretokenize import read_codes
+    from cm3jax.retrieval.bank import ShapesBankOptions, build_shapes_bank
+    from cm3jax.tfds_arrayrecord import is_empty_or_absent
+    from cm3jax.train.loop import load_codec
+    if not is_empty_or_absent(args.out):
+        raise UserError(f"{args.out} is not empty; choose a new directory for the bank or delete that one.")
+    options = ShapesBankOptions(args.text_only, args.image_only, args.seed).check()
+    codec, _ = load_codec(ConfigDict({"data": {"text_tokenizer": args.text_tokenizer,
+                                               "image_tokenizer": args.image_tokenizer}}))
+    codes = read_codes(args.codes, "memory", codec.vocab.image_fingerprint)
+    from cm3jax.retrieval.embedder import ClipEmbedder  # the CLIP stack loads only for this command
+    workdir = os.path.abspath(args.clip)
+    record = {"factory": "cm3jax.retrieval.embedder:ClipEmbedder.load", "args": [workdir]}
+    bank = build_shapes_bank(args.data, codes, codec, ClipEmbedder.load(workdir), embedder_record=record,
+                             options=options, batch_size=args.batch_size)
+    manifest = bank.save(args.out)
+    kinds = ", ".join(f"{n} {k}" for k, n in manifest["kinds"].items())
+    print(f"embedded {len(bank)} memory documents ({kinds}) into {bank.dim}-d keys -> {args.out}")
+
+
+def _retrieval_build(args, overrides) -> None:
+    import os
+    import time
+    from cm3jax.retrieval.bank import load_bank
+    from cm3jax.retrieval.index import ScannParams, build_index, save_index
+    from cm3jax.tfds_arrayrecord import is_empty_or_absent
+    if not is_empty_or_absent(args.out):
+        raise UserError(f"{args.out} is not empty; choose a new directory for the index or delete that one.")
+    bank = load_bank(args.bank)
+    params = ScannParams(num_leaves=args.leaves, leaves_to_search=args.leaves_to_search, reorder=args.reorder)
+    start = time.perf_counter()
+    index = build_index(bank.keys_ND, args.backend, params)
+    seconds = time.perf_counter() - start
+    manifest = save_index(index, args.out, bank={"path": os.path.abspath(args.bank), "fingerprint": bank.fingerprint})
+    detail = ", ".join(f"{k} {v}" for k, v in manifest["params"].items())
+    print(f"built {index.backend} index over {index.size} keys in {seconds:.1f} s"
+          f"{f' ({detail})' if detail else ''} -> {args.out}")
+
+
+def _retrieval_query(args, overrides) -> None:
+    import numpy as np
+    from cm3jax.image_tokenizer.preprocess import load_image, resize_and_centre_crop, to_rgb
+    from cm3jax.retrieval.bank import load_embedder
+    from cm3jax.retrieval.index import load_bank_of, load_index
+    from cm3jax.retrieval.select import Hit, SelectionOptions, select
+    if args.text is None and args.image is None:
+        raise UserError("Give a query: --text, --image or both.")
+    if args.k < 1:
+        raise UserError(f"-k must be at least 1, got {args.k}.")
+    index, manifest = load_index(args.index)
+    bank = load_bank_of(manifest, args.index)
+    resolution = bank.image_resolution or 224
+    image = None
+    if args.image is not None:
+        image = np.asarray(resize_and_centre_crop(to_rgb(load_image(args.image)), resolution), np.uint8)
+    key = load_embedder(bank.embedder_record).embed_documents([args.text], [image])
+    if args.select:
+        options = SelectionOptions(k=args.k, candidates=max(32, 4 * args.k))
+        hits = select(bank, *(a[0] for a in index.search(key, options.candidates)), options)
+    else:
+        ids, scores = index.search(key, args.k)
+        hits = [Hit(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+    print(f"{len(hits)} of {len(bank)} documents ({index.backend} index"
+          f"{', CM3Leon selection' if args.select else ''}):")
+    for rank, hit in enumerate(hits, 1):
+        doc = bank.document(hit.row)
+        print(f"{rank:3d}. {hit.score:.4f}  {doc.id}  [{doc.kind}]  {doc.text if doc.text is not None else '(image)'}")
+    if args.out:
+        from cm3jax.shapes.preview import captioned_grid, save_png
+        blank = np.full((resolution, resolution, 3), 255, np.uint8)
+        tiles = [image if image is not None else blank]
+        captions = [f"query: {args.text or '(image)'}"]
+        for hit in hits:
+            doc = bank.document(hit.row)
+            tiles.append(doc.image if doc.image is not None else blank)
+            captions.append(f"{hit.score:.3f} {doc.id}: {doc.text or '(image)'}")
+        save_png(captioned_grid(np.stack(tiles), captions, columns=min(len(tiles), 6)), args.out)
+        print(f"wrote a grid of the query and its {len(hits)} documents to {args.out}")
+
+
+def _retrieval_neighbours(args, overrides) -> None:
+    import numpy as np
+    from cm3jax.retrieval.bank import load_embedder
+    from cm3jax.retrieval.index import load_bank_of, load_index
+    from cm3jax.retrieval.neighbours import compute_neighbours, save_neighbours
+    from cm3jax.retrieval.select import QueryDropout, SelectionOptions
+    from cm3jax.shapes.dataset import data_source
+    index, manifest = load_index(args.index)
+    bank = load_bank_of(manifest, args.index)
+    options, dropout = SelectionOptions(k=args.k, candidates=max(32, 4 * args.k)), QueryDropout(args.query_dropout)
+    embedder = load_embedder(bank.embedder_record)
+    for split in args.split:
+        source = data_source(args.data, split)
+        examples = [source[i] for i in range(len(source))]
+        texts = [e["caption"].decode() for e in examples]
+        images = np.stack([np.asarray(e["image"]) for e in examples])
+        rows = compute_neighbours(bank, index, embedder, texts, images, [e["id"].decode() for e in examples],
+                                  options, dropout, args.seed)
+        save_neighbours(args.out, split, rows, manifest["bank"]["path"], bank, options, dropout, args.seed)
+        print(f"{split}: {len(rows)} examples, {(rows >= 0).sum(1).mean():.2f} neighbours each -> {args.out}")
+
+
+def _retrieval_parser(sub) -> None:
+    retrieval = sub.add_parser("retrieval", help="the retriever: train its CLIP, build the memory bank and index, query")
+    commands = retrieval.add_subparsers(dest="retrieval_command", required=True)
+
+    p = commands.add_parser("clip", help="train the retriever's CLIP on Shapes (resumes from the workdir)")
+    _add_config_arguments(p, "retrieval/clip_shapes.py")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--stop-at-step", type=int, default=None, help="stop (as if killed) after this step")
+    p.set_defaults(run=_retrieval_clip)
+
+    p = commands.add_parser("bank", help="embed the Shapes memory split into a memory bank")
+    p.add_argument("--clip", required=True, help="workdir of a trained CLIP (`cm3jax retrieval clip`)")
+    p.add_argument("--data", required=True, help="a made Shapes dataset")
+    p.add_argument("--codes", required=True, help="its pretokenized image codes (`cm3jax tokenizer pretokenize`)")
+    p.add_argument("--text-tokenizer", required=True, help="the decoder's sentencepiece model")
+    p.add_argument("--image-tokenizer", required=True, help="workdir of the image tokenizer that made the codes")
+    p.add_argument("--out", required=True)
+    p.add_argument("--text-only", type=float, default=0.1, help="share of scenes kept as text-only documents")
+    p.add_argument("--image-only", type=float, default=0.1, help="share of scenes kept as image-only documents")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(run=_retrieval_bank)
+
+    p = commands.add_parser("build", help="index a memory bank's keys (exact search or ScaNN)")
+    p.add_argument("--bank", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--backend", choices=("auto", "exact", "scann"), default="auto",
+                   help="auto: exact search below 50,000 documents, else ScaNN")
+    p.add_argument("--leaves", type=int, default=0, help="ScaNN partitions (0: about sqrt(N))")
+    p.add_argument("--leaves-to-search", type=int, default=0, help="ScaNN partitions probed (0: a tenth)")
+    p.add_argument("--reorder", type=int, default=100, help="ScaNN candidates re-scored exactly")
+    p.set_defaults(run=_retrieval_build)
+
+    p = commands.add_parser("query", help="the documents nearest a text and/or image query")
+    p.add_argument("--index", required=True)
+    p.add_argument("--text", default=None)
+    p.add_argument("--image", default=None, help="an image file")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--select", action="store_true", help="apply CM3Leon's selection heuristics")
+    p.add_argument("--out", default=None, help="also draw the query and its documents as a PNG grid")
+    p.set_defaults(run=_retrieval_query)
+
+    p = commands.add_parser("neighbours", help="each training example's documents by its text and by its image")
+    p.add_argument("--index", required=True, help="an index over the memory bank (`cm3jax retrieval build`)")
+    p.add_argument("--data", required=True, help="a made Shapes dataset")
+    p.add_argument("--split", nargs="+", default=["train", "eval"])
+    p.add_argument("--out", required=True)
+    p.add_argument("-k", type=int, default=2, help="documents per query (by text, and again by image)")
+    p.add_argument("--query-dropout", type=float, default=0.2, help="share of caption words dropped")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_retrieval_neighbours)
+
+
 def _demo(args, overrides) -> None:
     from cm3jax.demo import run_demo
     run_demo(args.workdir, args.variant)
@@ -295,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     _tokenizer_parser(sub)
     _model_parser(sub)
     _train_parser(sub)
+    _retrieval_parser(sub)
+    sampling_commands.add_parsers(sub)
     p = sub.add_parser("demo", help="the main job: every stage on the Shapes world, resumable")
     p.add_argument("--workdir", default="runs/demo")
     p.add_argument("--variant", choices=("default", "test"), default="default", help="test: seconds, for CI")

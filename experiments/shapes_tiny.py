@@ -22,7 +22,10 @@ def get_config(variant: str = "default"):
     )
     config.data = ml_collections.ConfigDict(dict(
         shapes_dir="runs/demo/shapes", codes_dir="runs/demo/codes", text_tokenizer="runs/demo/text.model",
-        image_tokenizer="runs/demo/vqgan", image_to_text=0.5, cfg_dropout=0.1, cm3_rate=0.5, span_rate=1.0))
+        image_tokenizer="runs/demo/vqgan", image_to_text=0.5, cfg_dropout=0.1, cm3_rate=0.5, span_rate=1.0,
+        # retrieval augmentation: a memory bank (`cm3jax retrieval bank`) and the examples' offline
+        # neighbours in it (`cm3jax retrieval neighbours`); empty: no retrieval
+        retrieval_bank="", neighbours="", retrieved_documents=3))
     config.checkpoint = ml_collections.ConfigDict(dict(every=500 if variant == "default" else 2, keep=2))
     config.eval = ml_collections.ConfigDict(dict(batches=10 if variant == "default" else 1,
                                                  samples=32 if variant == "default" else 4))

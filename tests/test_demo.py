@@ -1,18 +1,77 @@
 """The main job's pipeline end to end at test size: every stage runs, writes what a person
-looks at, and a second run resumes instead of redoing the work."""
+looks at, and a second run resumes instead of redoing the work; then the inference commands
+run on the checkpoint it trained."""
 
 import json
 
+import numpy as np
+import pytest
+from PIL import Image
+
+from cm3jax.cli import main
 from cm3jax.demo import run_demo
 
+pytestmark = pytest.mark.xdist_group("demo")  # one worker makes the demo once for every test here
 
-def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
-    results = run_demo(str(tmp_path), "test")
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    return workdir, run_demo(str(workdir), "test")
+
+
+def test_demo_runs_every_stage_and_resumes(demo, capsys):
+    workdir, results = demo
     assert results["step"] == 6 and results["eval_nll"] > 0
     assert set(results["text_to_image"]) >= {"exact_match", "color", "shape"}
     for picture in ("decoder/samples.png", "decoder/loss.png"):
-        assert (tmp_path / picture).read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((tmp_path / "decoder" / "results.json").read_text())["step"] == 6
+        assert (workdir / picture).read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((workdir / "decoder" / "results.json").read_text())["step"] == 6
     capsys.readouterr()
-    run_demo(str(tmp_path), "test")
+    run_demo(str(workdir), "test")
     assert capsys.readouterr().out.count("already done") == 5
+
+
+def test_inference_commands_run_end_to_end(demo, tmp_path, capsys):
+    workdir, _ = demo
+    checkpoint = str(workdir / "decoder")
+    out = tmp_path / "grid.png"
+    assert main(["generate", "--checkpoint", checkpoint, "--prompt", "a small red circle on a black background",
+                 "--samples", "4", "--top-p", "0.9", "--cd-k", "0.1,8", "--cfg", "3", "--out", str(out)]) == 0
+    record = json.loads((tmp_path / "grid.json").read_text())
+    assert record["settings"]["strategy"] == "mix" and record["settings"]["cfg_scale"] == 3.0
+    assert record["complete"] == [True] * 4 and len(record["images"]) == 4
+    first = np.asarray(Image.open(record["images"][0]))
+    assert first.shape == (32, 32, 3) and out.read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    for command in (["caption"], ["answer", "--question", "what color is the circle?"]):
+        assert main([*command, "--checkpoint", checkpoint, "--image", record["images"][0]]) == 0
+    assert main(["infill", "--checkpoint", checkpoint, "--before", "a large", "--after", "circle"]) == 0
+    assert capsys.readouterr().err == ""
+    # The test model's context (128) cannot hold an edit prompt (two images): the error says so.
+    assert main(["edit", "--checkpoint", checkpoint, "--image", record["images"][0], "--instruction", "make it blue",
+                 "--out", str(tmp_path / "edit.png")]) == 2
+    assert "exceeds the model's context of 128; prompts may be at most 64 tokens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--top-p", "1.5"], "top-p must lie in"),
+    (["--cfg", "-1"], "guidance scale cfg_scale must be >= 0"),
+    (["--samples", "0"], "--samples must be at least 1"),
+    (["--prompt", "red " * 100], "prompts may be at most 64 tokens"),
+    (["--checkpoint", "/nonexistent/run"], "No checkpoints in /nonexistent/run"),
+])
+def test_generate_refuses_bad_input_with_the_fix(demo, tmp_path, capsys, arguments, message):
+    workdir, _ = demo
+    base = {"--checkpoint": str(workdir / "decoder"), "--prompt": "a red circle", "--out": str(tmp_path / "g.png")}
+    base.update(zip(arguments[::2], arguments[1::2]))
+    assert main(["generate"] + [x for pair in base.items() for x in pair]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_caption_names_an_unreadable_image(demo, tmp_path, capsys):
+    workdir, _ = demo
+    bad = tmp_path / "not_an_image.png"
+    bad.write_text("hello")
+    assert main(["caption", "--checkpoint", str(workdir / "decoder"), "--image", str(bad)]) == 2
+    assert f"{bad} is not an image file" in capsys.readouterr().err

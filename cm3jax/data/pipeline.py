@@ -8,7 +8,7 @@ saved with every checkpoint, so a resumed run sees exactly the batches it would 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Sequence
 
 import grain.python as grain
 import jax
@@ -16,6 +16,7 @@ import numpy as np
 from grain import experimental as grain_experimental
 
 from cm3jax.documents import DocumentCodec
+from cm3jax.errors import UserError
 from cm3jax.objectives import causal, random_cm3
 from cm3jax.sharding import batch_sharding
 from cm3jax.train.step import BATCH_KEYS
@@ -30,14 +31,32 @@ class ObjectiveConfig:
 
 
 def to_training_example(document, codec: DocumentCodec, objective: ObjectiveConfig, seq_len: int,
-                        rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """One document as next-token inputs/targets/weights (at most seq_len long)."""
-    ids = codec.encode(document)
-    masked = (random_cm3(ids, codec.vocab, rng, objective.span_rate) if rng.random() < objective.cm3_rate
-              else causal(ids, codec.vocab))
+                        rng: np.random.Generator, context: Sequence[np.ndarray] = ()) -> dict[str, np.ndarray]:
+    """One document as next-token inputs/targets/weights, after the retrieved documents in
+    `context` (`doc <eos> doc <eos> query`, PAPER.md). The objective masks the whole sequence;
+    when it does not fit in seq_len, retrieved documents go first (the last, least relevant, one
+    first), then the CM3 spans' sentinels (the document trains causally); a query that alone does
+    not fit is an error."""
+    query = codec.encode(document)
+    cm3 = rng.random() < objective.cm3_rate
+    span_seed = int(rng.integers(2 ** 31))
+    context = list(context)
+    while True:
+        ids = np.concatenate([*(np.append(c, codec.vocab.eos_id) for c in context), query]).astype(np.int32)
+        span_rng = np.random.default_rng(span_seed)
+        masked = random_cm3(ids, codec.vocab, span_rng, objective.span_rate) if cm3 else causal(ids, codec.vocab)
+        if len(masked.tokens) <= seq_len + 1:
+            break
+        if context:
+            context.pop()
+        elif cm3:  # the sentinels of this many spans leave no room: this one trains causally
+            cm3 = False
+        else:
+            raise UserError(f"A training document takes {len(masked.tokens) - 1} tokens, "
+                            f"{len(masked.tokens) - 1 - seq_len} more than train.seq_len = {seq_len}; raise "
+                            f"train.seq_len or shorten the documents.")
     tokens, weights = masked.tokens, masked.loss_weights
-    return {"inputs": tokens[:-1][:seq_len], "targets": tokens[1:][:seq_len],
-            "weights": weights[1:][:seq_len].astype(np.float32)}
+    return {"inputs": tokens[:-1], "targets": tokens[1:], "weights": weights[1:].astype(np.float32)}
 
 
 def _rename(packed: dict) -> dict[str, np.ndarray]:
@@ -50,15 +69,17 @@ def _rename(packed: dict) -> dict[str, np.ndarray]:
 def make_pipeline(examples: grain.MapDataset, to_document: Callable, codec: DocumentCodec,
                   objective: ObjectiveConfig, seq_len: int, local_batch: int, seed: int,
                   process_index: int = 0, process_count: int = 1, packing_bins: int | None = None,
-                  repeat: bool = True) -> grain.IterDataset:
-    """`to_document(example, rng) -> segments` builds a document from a source example."""
+                  repeat: bool = True, to_context: Callable | None = None) -> grain.IterDataset:
+    """`to_document(example, rng) -> segments` builds a document from a source example, and
+    `to_context(example, rng) -> [ids]` (optional) the retrieved documents to put before it."""
     shard = examples[process_index::process_count]
     shard = shard.shuffle(seed=seed)
     if repeat:
         shard = shard.repeat()
 
     def transform(example, rng):
-        return to_training_example(to_document(example, rng), codec, objective, seq_len, rng)
+        context = to_context(example, rng) if to_context is not None else ()
+        return to_training_example(to_document(example, rng), codec, objective, seq_len, rng, context)
 
     rows = shard.random_map(transform, seed=seed).to_iter_dataset()
     lengths = {k: seq_len for k in FIELDS}

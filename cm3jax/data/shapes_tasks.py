@@ -42,7 +42,7 @@ class JoinedSource(grain.RandomAccessDataSource):
         scene, codes = self.scenes[index], self.codes[index]
         if scene["id"] != codes["id"]:
             raise UserError(f"Scene {scene['id']!r} and codes {codes['id']!r} do not pair up at index {index}.")
-        return {"caption": scene["caption"].decode(), "codes": np.asarray(codes["codes"])}
+        return {"caption": scene["caption"].decode(), "codes": np.asarray(codes["codes"]), "index": index}
 
 
 def shapes_document(example: dict, rng: np.random.Generator, mixture: ShapesMixture) -> tuple:

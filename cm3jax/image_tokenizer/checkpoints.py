@@ -23,7 +23,8 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def manager(workdir: str, keep: int = 2, read_only: bool = False) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only)
+    options = (ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None, save_interval_steps=0)
+               if read_only else ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 

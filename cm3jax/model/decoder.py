@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cm3jax.model.cache import KVCache, LayerCache
 from cm3jax.model.config import DecoderConfig
 from cm3jax.model.layers import MLP, Attention, Norm, param, truncated_normal
 from cm3jax.sharding import constrain
@@ -31,6 +32,17 @@ class Block(nnx.Module):
             h = x_BTD + self.attention(self.attention_norm(x_BTD), positions_BT, segments_BT)
             out = h + self.mlp(self.mlp_norm(h))
         return constrain(out, ACTIVATION)
+
+    def cached(self, x_BTD: jax.Array, positions_BT: jax.Array, cache: LayerCache) -> tuple[jax.Array, LayerCache]:
+        if self.swin:
+            attended, cache = self.attention.cached(x_BTD, positions_BT, cache)
+            h = x_BTD + self.attention_norm(attended)
+            out = h + self.mlp_norm(self.mlp(h))
+        else:
+            attended, cache = self.attention.cached(self.attention_norm(x_BTD), positions_BT, cache)
+            h = x_BTD + attended
+            out = h + self.mlp(self.mlp_norm(h))
+        return constrain(out, ACTIVATION), cache
 
 
 class Decoder(nnx.Module):
@@ -75,3 +87,22 @@ class Decoder(nnx.Module):
             else:
                 x = block(x, positions_BT, segments_BT)
         return self.logits(x)
+
+    def init_cache(self, batch: int, slots: int) -> KVCache:
+        """An empty cache of `slots` positions per row, in the compute dtype."""
+        c = self.config
+        if slots > c.max_seq_len:
+            raise ValueError(f"A cache of {slots} slots exceeds the context of {c.max_seq_len}.")
+        return tuple(LayerCache.zeros(batch, slots, c.num_kv_heads, c.head_size, jnp.dtype(c.dtype))
+                     for _ in range(c.n_layers))
+
+    def cached(self, tokens_BT: jax.Array, positions_BT: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+        """Final hidden states [B, T, D] of T new tokens per row at consecutive positions, reading
+        and extending the cache (prefill: the whole prompt at positions 0..T-1; decode: T = 1).
+        `logits` turns the hidden states wanted into logits."""
+        x = self.embed_tokens(tokens_BT, positions_BT)
+        layers = []
+        for block, layer_cache in zip(self.blocks, cache):
+            x, layer_cache = block.cached(x, positions_BT, layer_cache)
+            layers.append(layer_cache)
+        return x, tuple(layers)

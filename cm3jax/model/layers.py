@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cm3jax.model.cache import LayerCache
 from cm3jax.model.config import DecoderConfig
 from cm3jax.sharding import constrain
 
@@ -151,6 +152,16 @@ class Attention(nnx.Module):
         q, k, v = self.project(x_BTD, positions_BT)
         mask = attention_mask(segments_BT, positions_BT, segments_BT, positions_BT)
         return self.output(dot_product_attention(q, k, v, mask, causal_blocks=True))
+
+    def cached(self, x_BTD: jax.Array, positions_BT: jax.Array, cache: LayerCache) -> tuple[jax.Array, LayerCache]:
+        """Attention of T new tokens per row (consecutive positions, one document per row) over the
+        row's cache: their keys and values are written at slots = positions, and each query reads
+        the slots at or before its own position."""
+        q, k, v = self.project(x_BTD, positions_BT)
+        cache = cache.write(k, v, positions_BT[:, 0])
+        slots_S = jnp.arange(cache.k_BSKE.shape[1])
+        mask_BTS = slots_S[None, None, :] <= positions_BT[:, :, None]
+        return self.output(dot_product_attention(q, cache.k_BSKE, cache.v_BSKE, mask_BTS)), cache
 
 
 class MLP(nnx.Module):

@@ -72,7 +72,21 @@ def _pipeline(config, codec, split: str, seed: int, repeat: bool):
     local_batch = config.train.batch_size // jax.process_count()
     return make_pipeline(grain.MapDataset.source(source), functools.partial(shapes_document, mixture=mixture),
                          codec, objective, config.train.seq_len, local_batch, seed,
-                         jax.process_index(), jax.process_count(), repeat=repeat)
+                         jax.process_index(), jax.process_count(), repeat=repeat,
+                         to_context=_retrieved_context(config, codec, split))
+
+
+def _retrieved_context(config, codec: DocumentCodec, split: str):
+    """With `data.retrieval_bank` set: a function drawing each example's retrieved documents
+    (up to `data.retrieved_documents` of its offline neighbours in `data.neighbours`)."""
+    if not config.data.get("retrieval_bank"):
+        return None
+    from cm3jax.retrieval.bank import load_bank
+    from cm3jax.retrieval.neighbours import load_neighbours, sample_context
+    bank = load_bank(config.data.retrieval_bank, codec.vocab)
+    rows = load_neighbours(config.data.neighbours, split, bank)
+    documents = config.data.retrieved_documents
+    return lambda example, rng: sample_context(bank, rows[example["index"]], rng, documents)
 
 
 def _check_resumable(saved: dict, config, vocab: MultimodalVocab, where: str) -> None:
@@ -194,7 +208,8 @@ def sample_and_score(config, codec: DocumentCodec, image_model, model, workdir: 
     """Greedy text -> image samples for eval captions, scored by the Shapes detector, drawn to
     WORKDIR/samples.png when a workdir is given."""
     from cm3jax.image_tokenizer.codec import decode_codes
-    from cm3jax.sampling.greedy import greedy_image
+    from cm3jax.sampling.sampler import generate
+    from cm3jax.sampling.strategies import SamplingSettings
     from cm3jax.shapes.dataset import data_source, scene_of
     from cm3jax.shapes.preview import captioned_grid, save_png
     from cm3jax.shapes.score import score, score_scene
@@ -203,7 +218,9 @@ def sample_and_score(config, codec: DocumentCodec, image_model, model, workdir: 
     n = min(config.eval.samples, len(source))
     scenes = [scene_of(source[i]) for i in range(n)]
     prompts = [np.concatenate([codec.encode_text(s.caption), [codec.vocab.break_id]]) for s in scenes]
-    codes = greedy_image(model, codec.vocab, prompts, config.model.max_seq_len)
+    generation = generate(model, codec.vocab, [(p,) for p in prompts], SamplingSettings(strategy="greedy"),
+                          codec.vocab.image_tokens, until="image")
+    codes = codec.vocab.codes(generation.tokens)
     images = decode_codes(image_model, codes.reshape(n, *codec.grid))
     report = score(scenes, images)
     if workdir is not None:

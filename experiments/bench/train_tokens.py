@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cm3jax.benchmarking import machine, matmul_gflops, time_calls
+from cm3jax.benchmarking import chameleon_peer, machine, matmul_gflops, time_calls
 from cm3jax.config import load_config
 from cm3jax.experiment import decoder_config
 from cm3jax.fileio import atomic_write_text
@@ -78,27 +78,17 @@ class TorchSide:
 
     def __init__(self, config, ids: np.ndarray):
         import torch
-        from transformers import ChameleonConfig, ChameleonForConditionalGeneration
 
         self.torch = torch
-        m, t = config.model, config.train
-        # The VQ-VAE is unused by text ids; keep it small so it costs no memory.
-        vq_config = dict(embed_dim=4, num_embeddings=8, latent_channels=4, base_channels=32, channel_multiplier=[1],
-                         num_res_blocks=1, resolution=8, attn_resolutions=None)
-        peer_config = ChameleonConfig(
-            vocab_size=m.vocab_size, hidden_size=m.d_model, intermediate_size=m.mlp_hidden,
-            num_hidden_layers=m.n_layers, num_attention_heads=m.n_heads, num_key_value_heads=m.n_kv_heads,
-            max_position_embeddings=m.max_seq_len, rope_theta=m.rope_theta, rms_norm_eps=m.norm_eps,
-            vq_config=vq_config, vocabulary_map={"<image>": m.vocab_size - 1}, tie_word_embeddings=False)
-        torch.manual_seed(0)
-        self.model = ChameleonForConditionalGeneration(peer_config).train()
+        t = config.train
+        self.model = chameleon_peer(config.model).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.peak_lr, betas=(t.b1, t.b2), eps=t.eps,
                                            weight_decay=t.weight_decay)
         self.clip_norm = t.clip_norm
         self.ids = torch.from_numpy(ids.astype(np.int64))
         self.parameters = sum(p.numel() for n, p in self.model.named_parameters() if "vqmodel" not in n)
         self.threads = torch.get_num_threads()
-        self.attention = peer_config._attn_implementation
+        self.attention = self.model.config._attn_implementation
         self.run()  # first call: allocations
 
     def run(self) -> float:

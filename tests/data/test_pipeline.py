@@ -93,3 +93,39 @@ def test_processes_read_disjoint_shards(codec):
         return seen
     a, b = captions(0), captions(1)
     assert a and b and not a & b
+
+
+def _caption_image(codec, caption, code):
+    from cm3jax.documents import ImageSegment, TextSegment
+    return (TextSegment(caption), ImageSegment(np.full((4, 4), code)))
+
+
+def test_retrieved_documents_come_first_each_closed_by_eos(codec):
+    from cm3jax.data.pipeline import to_training_example
+    query = _caption_image(codec, "a red circle", 1)
+    context = [codec.encode(_caption_image(codec, "a blue square", 2)), codec.encode(_caption_image(codec, "x", 3))]
+    example = to_training_example(query, codec, ObjectiveConfig(cm3_rate=0.0), SEQ_LEN, np.random.default_rng(0),
+                                  context)
+    tokens = np.append(example["inputs"], example["targets"][-1])
+    eos = codec.vocab.eos_id
+    expected = np.concatenate([context[0], [eos], context[1], [eos], codec.encode(query), [eos]])
+    np.testing.assert_array_equal(tokens, expected)
+
+
+def test_the_context_budget_drops_retrieved_documents_first_never_the_query(codec):
+    from cm3jax.data.pipeline import to_training_example
+    query = _caption_image(codec, "a red circle", 1)
+    doc = codec.encode(_caption_image(codec, "a blue square in the top left of a big picture", 2))
+    query_ids = codec.encode(query)
+    seq_len = len(doc) + 1 + len(query_ids) + 2  # room for the query and one document, not two
+    example = to_training_example(query, codec, ObjectiveConfig(cm3_rate=0.0), seq_len, np.random.default_rng(0),
+                                  [doc, doc[::-1]])
+    tokens = np.append(example["inputs"], example["targets"][-1])
+    np.testing.assert_array_equal(tokens, np.concatenate([doc, [codec.vocab.eos_id], query_ids, [codec.vocab.eos_id]]))
+    alone = to_training_example(query, codec, ObjectiveConfig(cm3_rate=1.0), len(query_ids), np.random.default_rng(0),
+                                [doc])
+    np.testing.assert_array_equal(alone["inputs"], query_ids)  # no room for sentinels either: trained causally
+    from cm3jax.errors import UserError
+    with pytest.raises(UserError, match=f"takes {len(query_ids)} tokens, 5 more than train.seq_len = "
+                                        f"{len(query_ids) - 5}"):
+        to_training_example(query, codec, ObjectiveConfig(), len(query_ids) - 5, np.random.default_rng(0), [doc])

@@ -92,3 +92,34 @@ def test_sharded_forward_equals_one_device(shape):
         forward = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
         got = forward(sharded_state, jax.device_put(tokens, jax.sharding.NamedSharding(mesh, jax.P(("data", "fsdp")))))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@nnx.jit
+def _cached(model, tokens, positions, cache):
+    hidden, cache = model.cached(tokens, positions, cache)
+    return model.logits(hidden), cache
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_cached_decoding_equals_the_full_forward_pass_at_every_step(name):
+    model = Decoder(VARIANTS[name], nnx.Rngs(3))
+    tokens = np.asarray(_tokens((3, 40), 3))
+    full = np.asarray(run(model, jnp.asarray(tokens)))
+    lengths, width = np.array([5, 9, 17]), 20  # rows of different lengths, left-aligned, padded to 20
+    prompt = np.where(np.arange(width) < lengths[:, None], tokens[:, :width], 0)
+    logits, cache = _cached(model, jnp.asarray(prompt), jnp.broadcast_to(jnp.arange(width), (3, width)),
+                            model.init_cache(3, 48))
+    rows = np.arange(3)
+    np.testing.assert_allclose(np.asarray(logits)[rows, lengths - 1], full[rows, lengths - 1], rtol=1e-5, atol=1e-5)
+    positions = lengths.copy()
+    for _ in range(20):
+        logits, cache = _cached(model, jnp.asarray(tokens[rows, positions])[:, None], jnp.asarray(positions)[:, None],
+                                cache)
+        np.testing.assert_allclose(np.asarray(logits)[:, 0], full[rows, positions], rtol=1e-5, atol=1e-5)
+        positions += 1
+
+
+def test_a_cache_longer_than_the_context_is_refused():
+    model = Decoder(BASE, nnx.Rngs(0))
+    with pytest.raises(ValueError, match="exceeds the context of 64"):
+        model.init_cache(1, 65)

@@ -1,0 +1,127 @@
+"""Offline neighbours: for every training example, memory-bank documents retrieved by its text
+and by its image (PAPER.md: two each), stored next to the examples as bank rows.
+
+    DIR/cm3jax_neighbours.json    the bank it indexes (path, size, fingerprint) and the settings
+    DIR/<split>.npy               int32 [N, 2k]: k rows by text, then k by image; -1 = none
+
+At training time `sample_context` draws up to three of an example's neighbours and hands their
+token ids to the data pipeline, which lays them out before the example (`doc <eos> doc <eos> query`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from cm3jax.errors import UserError
+from cm3jax.fileio import atomic_write_bytes, atomic_write_text
+from cm3jax.retrieval.bank import Embedder, MemoryBank
+from cm3jax.retrieval.index import Index
+from cm3jax.retrieval.select import QueryDropout, SelectionOptions, retrieve
+
+MANIFEST = "cm3jax_neighbours.json"
+
+
+def compute_neighbours(bank: MemoryBank, index: Index, embedder: Embedder, texts: Sequence[str],
+                       images: np.ndarray, own_ids: Sequence[str], options: SelectionOptions = SelectionOptions(),
+                       dropout: QueryDropout = QueryDropout(), seed: int = 0, batch_size: int = 512,
+                       progress: bool = True) -> np.ndarray:
+    """int32 [N, 2k]: each example's documents by text (its caption after query dropout) and by
+    image, chosen by the selection heuristics; -1 where fewer qualified."""
+    n, k = len(texts), options.k
+    if len(images) != n or len(own_ids) != n:
+        raise UserError(f"Give one text, image and id per example: got {n} texts, {len(images)} images, "
+                        f"{len(own_ids)} ids.")
+    rows = np.full((n, 2 * k), -1, np.int32)
+    rng = np.random.default_rng(seed)
+    for start in tqdm(range(0, n, batch_size), desc="neighbours", unit="batch", disable=not progress):
+        stop = min(start + batch_size, n)
+        ids = list(own_ids[start:stop])
+        by_text = retrieve(bank, index, embedder, list(texts[start:stop]), [None] * (stop - start), options,
+                           own_ids=ids, training=True, dropout=dropout, rng=rng)
+        by_image = retrieve(bank, index, embedder, [None] * (stop - start), list(images[start:stop]), options,
+                            own_ids=ids)
+        for i, (text_hits, image_hits) in enumerate(zip(by_text, by_image)):
+            rows[start + i, :len(text_hits)] = [h.row for h in text_hits]
+            rows[start + i, k:k + len(image_hits)] = [h.row for h in image_hits]
+    return rows
+
+
+def bank_record(bank_dir: str, bank: MemoryBank) -> dict:
+    if bank.fingerprint is None:
+        raise UserError("Neighbours refer to a saved memory bank; save the bank (or load it from its directory) first.")
+    return {"path": os.path.abspath(bank_dir), "size": len(bank), "fingerprint": bank.fingerprint}
+
+
+def save_neighbours(directory: str, split: str, rows_NK: np.ndarray, bank_dir: str, bank: MemoryBank,
+                    options: SelectionOptions, dropout: QueryDropout, seed: int) -> None:
+    os.makedirs(directory, exist_ok=True)
+    record = {"bank": bank_record(bank_dir, bank), "options": dataclasses.asdict(options),
+              "query_dropout": dropout.rate, "seed": seed, "splits": [split]}
+    if os.path.exists(os.path.join(directory, MANIFEST)):
+        existing = _read_manifest(directory)
+        if existing["bank"] != record["bank"]:
+            raise UserError(f"{directory} holds neighbours in another bank ({existing['bank']['path']}); write these "
+                            f"to a new directory.")
+        record["splits"] = sorted(set(existing.get("splits", [])) | {split})
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(rows_NK, np.int32))
+    atomic_write_bytes(os.path.join(directory, f"{split}.npy"), buffer.getvalue())
+    atomic_write_text(os.path.join(directory, MANIFEST), json.dumps(record, indent=2) + "\n")
+
+
+def load_neighbours(directory: str, split: str, bank: MemoryBank) -> np.ndarray:
+    """The stored rows of a split, checked against the bank they index."""
+    manifest = _read_manifest(directory)
+    if manifest["bank"]["size"] != len(bank) or manifest["bank"]["fingerprint"] != bank.fingerprint:
+        raise UserError(f"The neighbours in {directory} index another memory bank than the one given "
+                        f"({manifest['bank']['path']}); compute them again with `cm3jax retrieval neighbours`.")
+    path = os.path.join(directory, f"{split}.npy")
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"No neighbours for split {split!r} in {directory}; compute them with "
+                        f"`cm3jax retrieval neighbours --split {split}`.") from None
+    except ValueError as e:
+        raise UserError(f"{path} is corrupt ({e}); compute the neighbours again.") from None
+    if rows.ndim != 2 or rows.dtype != np.int32 or rows.max(initial=-1) >= len(bank) or rows.min(initial=-1) < -1:
+        raise UserError(f"{path} does not hold bank rows (shape {rows.shape}, {rows.dtype}); compute the "
+                        f"neighbours again.")
+    return rows
+
+
+def sample_context(bank: MemoryBank, rows_K: np.ndarray, rng: np.random.Generator, max_documents: int = 3
+                   ) -> list[np.ndarray]:
+    """Token ids of up to `max_documents` distinct neighbours, drawn without replacement, most
+    relevant first (by-text and by-image neighbours interleaved by rank)."""
+    candidates = list(dict.fromkeys(int(r) for r in _by_rank(rows_K) if r >= 0))
+    if not candidates or max_documents <= 0:
+        return []
+    take = min(max_documents, len(candidates))
+    chosen = sorted(rng.choice(len(candidates), size=take, replace=False).tolist())
+    return [bank.tokens(candidates[i]) for i in chosen]
+
+
+def _by_rank(rows_K: np.ndarray) -> np.ndarray:
+    half = len(rows_K) // 2
+    return np.stack([rows_K[:half], rows_K[half:]], axis=1).reshape(-1)
+
+
+def _read_manifest(directory: str) -> dict:
+    path = os.path.join(directory, MANIFEST)
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+        manifest["bank"]["size"], manifest["bank"]["fingerprint"]
+        return manifest
+    except FileNotFoundError:
+        raise UserError(f"No neighbours in {directory} ({MANIFEST} is missing); compute them with "
+                        f"`cm3jax retrieval neighbours --out {directory}`.") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is corrupt ({type(e).__name__}: {e}); compute the neighbours again.") from None

@@ -1,0 +1,53 @@
+"""Task prompts as documents, and their guidance streams.
+
+The unconditional stream replaces the condition by `<mask>` (PAPER.md; training drops captions
+to `<mask>` the same way). Layouts follow PAPER.md's Table 5:
+
+    text -> image   caption <break> | image
+    caption         image <break> | caption
+    answer          image <break> Question: q Answer: | a
+    edit            Edit first image following the instruction <break> image <break> instruction <break> | image
+    infill          before <sentinel:0> after <infill> <sentinel:0> | span <eoss>   (CM3's layout)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cm3jax.documents import DocumentCodec, ImageSegment, SpecialToken, TextSegment
+
+MASK = SpecialToken("<mask>")
+EDIT_PREFIX = "Edit first image following the instruction"
+
+
+def _open_image(codec: DocumentCodec, document: tuple) -> np.ndarray:
+    """The document's ids followed by the <break> that opens the image to generate."""
+    return np.concatenate([codec.encode(document), [codec.vocab.break_id]]).astype(np.int32)
+
+
+def text_to_image(codec: DocumentCodec, caption: str, guided: bool) -> tuple[np.ndarray, ...]:
+    cond = _open_image(codec, (TextSegment(caption),))
+    return (cond, _open_image(codec, (MASK,))) if guided else (cond,)
+
+
+def caption(codec: DocumentCodec, codes: np.ndarray) -> tuple[np.ndarray, ...]:
+    return (np.concatenate([codec.encode((ImageSegment(codes),)), [codec.vocab.break_id]]).astype(np.int32),)
+
+
+def answer(codec: DocumentCodec, codes: np.ndarray, question: str) -> tuple[np.ndarray, ...]:
+    return (codec.encode((ImageSegment(codes), TextSegment(f"Question: {question} Answer:"))),)
+
+
+def edit(codec: DocumentCodec, codes: np.ndarray, instruction: str, guided: bool) -> tuple[np.ndarray, ...]:
+    """Streams (full, image only, unconditional) for instruct guidance, or just the full prompt."""
+    def prompt(image, text):
+        return _open_image(codec, (TextSegment(EDIT_PREFIX), image, text))
+    full = prompt(ImageSegment(codes), TextSegment(instruction))
+    return (full, prompt(ImageSegment(codes), MASK), prompt(MASK, MASK)) if guided else (full,)
+
+
+def infill(codec: DocumentCodec, before: str, after: str) -> tuple[np.ndarray, ...]:
+    vocab = codec.vocab
+    ids = [codec.encode_text(before), [vocab.sentinel_id(0)], codec.encode_text(after),
+           [vocab.infill_id, vocab.sentinel_id(0)]]
+    return (np.concatenate(ids).astype(np.int32),)
