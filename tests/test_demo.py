@@ -3,6 +3,7 @@ looks at, and a second run resumes instead of redoing the work; then the inferen
 run on the checkpoint it trained."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,3 +76,26 @@ def test_caption_names_an_unreadable_image(demo, tmp_path, capsys):
     bad.write_text("hello")
     assert main(["caption", "--checkpoint", str(workdir / "decoder"), "--image", str(bad)]) == 2
     assert f"{bad} is not an image file" in capsys.readouterr().err
+
+
+def test_generate_with_retrieved_documents_and_clip_reranking(demo, tmp_path, capsys):
+    workdir, _ = demo
+    recipe = str(Path(__file__).resolve().parents[1] / "retrieval" / "clip_shapes.py")
+    shapes, text = str(workdir / "shapes"), str(workdir / "text.model")
+    clip, bank, index = str(tmp_path / "clip"), str(tmp_path / "bank"), str(tmp_path / "index")
+    assert main(["retrieval", "clip", "--config", f"{recipe}:tiny", "--workdir", clip,
+                 f"--config.data.shapes_dir={shapes}", f"--config.data.text_tokenizer={text}"]) == 0
+    assert main(["retrieval", "bank", "--clip", clip, "--data", shapes, "--codes", str(workdir / "codes"),
+                 "--text-tokenizer", text, "--image-tokenizer", str(workdir / "vqgan"), "--out", bank]) == 0
+    assert main(["retrieval", "build", "--bank", bank, "--out", index]) == 0
+    out = tmp_path / "grid.png"
+    prompt = "the flag of vexland"
+    assert main(["generate", "--checkpoint", str(workdir / "decoder"), "--prompt", prompt, "--samples", "3",
+                 "--retrieve", "1", "--index", index, "--clip", clip, "--out", str(out)]) == 0
+    record = json.loads((tmp_path / "grid.json").read_text())
+    assert len(record["retrieved"]) == 1 and record["retrieved"][0]["score"] > 0
+    assert len(record["rerank_scores"]) == 3 and len(record["images"]) == 1  # the best of 3 by CLIP
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(workdir / "decoder"), "--prompt", prompt, "--retrieve", "1",
+                 "--out", str(out)]) == 2
+    assert "--retrieve K needs --index DIR" in capsys.readouterr().err
