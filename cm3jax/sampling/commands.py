@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 
@@ -35,12 +34,8 @@ def settings_from(args):
     top_p, cd = args.top_p, args.cd_k
     strategy = "mix" if top_p is not None and cd else "cd_k" if cd else "sample" if args.temperature > 0 else "greedy"
     alpha, k = cd or (SamplingSettings.cd_alpha, SamplingSettings.cd_k)
-    extra = {}
-    if getattr(args, "cfg", None) is not None:
-        extra["cfg_scale"] = args.cfg
-    for flag in ("image_cfg", "text_cfg"):
-        if getattr(args, flag, None) is not None:
-            extra[{"image_cfg": "image_scale", "text_cfg": "text_scale"}[flag]] = getattr(args, flag)
+    scales = {"cfg": "cfg_scale", "image_cfg": "image_scale", "text_cfg": "text_scale"}  # flag -> setting
+    extra = {setting: getattr(args, flag) for flag, setting in scales.items() if getattr(args, flag, None) is not None}
     return SamplingSettings(strategy=strategy, temperature=args.temperature, top_p=1.0 if top_p is None else top_p,
                             top_k=args.top_k, cd_alpha=alpha, cd_k=k, **extra)
 
@@ -48,17 +43,14 @@ def settings_from(args):
 def _write_images(images: np.ndarray, labels: list[str], out: str) -> list[str]:
     """Each image as out_stem-i.png, and the grid at `out`."""
     from PIL import Image
-    from cm3jax.fileio import atomic_write_bytes
     from cm3jax.shapes.preview import captioned_grid, save_png
     if not out.endswith(".png"):
         raise UserError(f"--out {out!r} must name a .png file (the grid); the single images go beside it.")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     stem, paths = out[:-len(".png")], []
     for i, image in enumerate(images):
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG")
-        atomic_write_bytes(f"{stem}-{i}.png", buffer.getvalue())
         paths.append(f"{stem}-{i}.png")
+        save_png(Image.fromarray(image), paths[-1])
     save_png(captioned_grid(images, labels), out)
     return paths
 
@@ -86,8 +78,9 @@ def _generate(args, overrides) -> None:
               "seed": args.seed, "samples": args.samples, "settings": dataclasses.asdict(settings),
               "retrieved": retrieved, "rerank_scores": None if scores is None else scores.tolist(),
               "images": paths, "grid": args.out, "complete": generation.finished.tolist()}
-    atomic_write_text(args.out[:-len(".png")] + ".json", json.dumps(record, indent=2) + "\n")
-    print(f"wrote {len(paths)} images and the grid {args.out} (settings in {args.out[:-4]}.json)")
+    settings_path = args.out[:-len(".png")] + ".json"
+    atomic_write_text(settings_path, json.dumps(record, indent=2) + "\n")
+    print(f"wrote {len(paths)} images and the grid {args.out} (settings in {settings_path})")
 
 
 def retrieve_for_prompt(index_dir: str, prompt: str, k: int, vocab) -> tuple[list[np.ndarray], list[dict]]:
