@@ -294,44 +294,24 @@ def _retrieval_clip(args, overrides) -> None:
 
 
 def _retrieval_bank(args, overrides) -> None:
-    import os
-    from ml_collections import ConfigDict
-    from cm3jax.image_tokenizer.pretokenize import read_codes
-    from cm3jax.retrieval.bank import ShapesBankOptions, build_shapes_bank
-    from cm3jax.tfds_arrayrecord import is_empty_or_absent
-    from cm3jax.train.loop import load_codec
-    if not is_empty_or_absent(args.out):
-        raise UserError(f"{args.out} is not empty; choose a new directory for the bank or delete that one.")
-    options = ShapesBankOptions(args.text_only, args.image_only, args.seed).check()
-    codec, _ = load_codec(ConfigDict({"data": {"text_tokenizer": args.text_tokenizer,
-                                               "image_tokenizer": args.image_tokenizer}}))
-    codes = read_codes(args.codes, "memory", codec.vocab.image_fingerprint)
-    from cm3jax.retrieval.embedder import ClipEmbedder  # the CLIP stack loads only for this command
-    workdir = os.path.abspath(args.clip)
-    record = {"factory": "cm3jax.retrieval.embedder:ClipEmbedder.load", "args": [workdir]}
-    bank = build_shapes_bank(args.data, codes, codec, ClipEmbedder.load(workdir), embedder_record=record,
-                             options=options, batch_size=args.batch_size)
-    manifest = bank.save(args.out)
+    from cm3jax.retrieval.bank import ShapesBankOptions
+    from cm3jax.retrieval.shapes_memory import make_bank
+    bank, manifest = make_bank(args.clip, args.data, args.codes, args.text_tokenizer, args.image_tokenizer, args.out,
+                               ShapesBankOptions(args.text_only, args.image_only, args.seed), args.batch_size)
     kinds = ", ".join(f"{n} {k}" for k, n in manifest["kinds"].items())
     print(f"embedded {len(bank)} memory documents ({kinds}) into {bank.dim}-d keys -> {args.out}")
 
 
 def _retrieval_build(args, overrides) -> None:
-    import os
     import time
-    from cm3jax.retrieval.bank import load_bank
-    from cm3jax.retrieval.index import ScannParams, build_index, save_index
-    from cm3jax.tfds_arrayrecord import is_empty_or_absent
-    if not is_empty_or_absent(args.out):
-        raise UserError(f"{args.out} is not empty; choose a new directory for the index or delete that one.")
-    bank = load_bank(args.bank)
-    params = ScannParams(num_leaves=args.leaves, leaves_to_search=args.leaves_to_search, reorder=args.reorder)
+    from cm3jax.retrieval.index import ScannParams
+    from cm3jax.retrieval.shapes_memory import make_index
     start = time.perf_counter()
-    index = build_index(bank.keys_ND, args.backend, params)
-    seconds = time.perf_counter() - start
-    manifest = save_index(index, args.out, bank={"path": os.path.abspath(args.bank), "fingerprint": bank.fingerprint})
+    index, manifest = make_index(args.bank, args.out, args.backend,
+                                 ScannParams(num_leaves=args.leaves, leaves_to_search=args.leaves_to_search,
+                                             reorder=args.reorder))
     detail = ", ".join(f"{k} {v}" for k, v in manifest["params"].items())
-    print(f"built {index.backend} index over {index.size} keys in {seconds:.1f} s"
+    print(f"built {index.backend} index over {index.size} keys in {time.perf_counter() - start:.1f} s"
           f"{f' ({detail})' if detail else ''} -> {args.out}")
 
 
@@ -377,25 +357,23 @@ def _retrieval_query(args, overrides) -> None:
 
 
 def _retrieval_neighbours(args, overrides) -> None:
-    import numpy as np
-    from cm3jax.retrieval.bank import load_embedder
-    from cm3jax.retrieval.index import load_bank_of, load_index
-    from cm3jax.retrieval.neighbours import compute_neighbours, save_neighbours
     from cm3jax.retrieval.select import QueryDropout, SelectionOptions
-    from cm3jax.shapes.dataset import data_source
-    index, manifest = load_index(args.index)
-    bank = load_bank_of(manifest, args.index)
-    options, dropout = SelectionOptions(k=args.k, candidates=max(32, 4 * args.k)), QueryDropout(args.query_dropout)
-    embedder = load_embedder(bank.embedder_record)
-    for split in args.split:
-        source = data_source(args.data, split)
-        examples = [source[i] for i in range(len(source))]
-        texts = [e["caption"].decode() for e in examples]
-        images = np.stack([np.asarray(e["image"]) for e in examples])
-        rows = compute_neighbours(bank, index, embedder, texts, images, [e["id"].decode() for e in examples],
-                                  options, dropout, args.seed)
-        save_neighbours(args.out, split, rows, manifest["bank"]["path"], bank, options, dropout, args.seed)
-        print(f"{split}: {len(rows)} examples, {(rows >= 0).sum(1).mean():.2f} neighbours each -> {args.out}")
+    from cm3jax.retrieval.shapes_memory import make_neighbours
+    options = SelectionOptions(k=args.k, candidates=max(32, 4 * args.k), max_relevance=args.max_relevance)
+    found = make_neighbours(args.index, args.data, args.split, args.out, options, QueryDropout(args.query_dropout),
+                            args.seed)
+    for split, n in found.items():
+        print(f"{split}: {n['examples']} examples, {n['neighbours_per_example']:.2f} neighbours each -> {args.out}")
+
+
+def max_relevance(value: str) -> float | None:
+    """--max-relevance: a score, or 'none' to keep near copies."""
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {value!r}") from None
 
 
 def _retrieval_parser(sub) -> None:
@@ -446,7 +424,9 @@ def _retrieval_parser(sub) -> None:
     p.add_argument("--split", nargs="+", default=["train", "eval"])
     p.add_argument("--out", required=True)
     p.add_argument("-k", type=int, default=2, help="documents per query (by text, and again by image)")
-    p.add_argument("--query-dropout", type=float, default=0.2, help="share of caption words dropped")
+    p.add_argument("--query-dropout", type=float, default=0.2, help="share of caption words dropped (train split)")
+    p.add_argument("--max-relevance", type=max_relevance, default=0.9,
+                   help="skip candidates scoring above this against the query (near copies; 'none': keep them)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_retrieval_neighbours)
 

@@ -61,5 +61,5 @@ def load_config(config_arg: str, overrides: Sequence[str] = ()) -> ml_collection
                 hint = f" Nearest valid keys: {', '.join(near)}." if near else ""
                 raise UserError(f"Unknown config key {key!r} in {config_arg}.{hint}") from None
         raise UserError(f"Config override failed: {e}") from None
-    except flags.Error as e:
-        raise UserError(f"Bad config value: {e}") from None
+    except (flags.Error, ValueError) as e:
+        raise UserError(f"Bad config {config_arg}: {e}") from None

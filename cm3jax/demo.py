@@ -1,11 +1,15 @@
 """The main job on the embedded default: every stage on the Shapes world, each skipped when
 its output is already there (so an interrupted demo resumes).
 
-    cm3jax demo --workdir runs/demo
+    cm3jax demo --workdir runs/demo [--variant test]
 
 1. make the Shapes datasets; 2. train the text tokenizer; 3. train the VQ-GAN image
-tokenizer; 4. pretokenize every image; 5. train the decoder (text -> image and image ->
-text) and score its greedy text -> image samples with the Shapes detector.
+tokenizer; 4. pretokenize every image; 5. train the retriever's CLIP; 6. embed the memory
+split into a memory bank; 7. index it; 8. retrieve every example's neighbours (training
+examples never see the unseen emblems); 9. train the retrieval-augmented decoder (text ->
+image and image -> text) and score its greedy samples with the Shapes detector: eval
+captions without and with a retrieved document, and the unseen emblems, which only a copy
+from a retrieved document can draw. WORKDIR/report.html shows the scores and every picture.
 """
 
 from __future__ import annotations
@@ -15,8 +19,14 @@ import os
 import time
 
 from cm3jax.config import load_config
+from cm3jax.report import write_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NEIGHBOUR_SPLITS = ("train", "eval", "emblems_unseen")
+VARIANTS = {  # demo variant -> (world, VQ-GAN, CLIP, decoder) config variants
+    "default": ("default", "default", "default", "retrieval"),
+    "test": ("tiny", "tiny", "tiny", "test_retrieval"),
+}
 
 
 def _stage(name: str, done: bool, run) -> float:
@@ -31,36 +41,78 @@ def _stage(name: str, done: bool, run) -> float:
     return seconds
 
 
+def _neighbours_done(directory: str) -> bool:
+    try:
+        with open(os.path.join(directory, "cm3jax_neighbours.json")) as f:
+            return set(NEIGHBOUR_SPLITS) <= set(json.load(f)["splits"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def run_demo(workdir: str, variant: str = "default") -> dict:
+    from cm3jax.errors import UserError
     from cm3jax.image_tokenizer.checkpoints import latest_step, load_tokenizer
     from cm3jax.image_tokenizer.pretokenize import pretokenize
     from cm3jax.image_tokenizer.train import train as train_image_tokenizer
+    from cm3jax.retrieval.clip_train import EVAL_JSON
+    from cm3jax.retrieval.clip_train import train as train_clip
+    from cm3jax.retrieval.select import SelectionOptions
+    from cm3jax.retrieval.shapes_memory import make_bank, make_index, make_neighbours
     from cm3jax.shapes.dataset import WorldSpec, make
     from cm3jax.text_tokenizer import shapes_corpus, train_text_tokenizer
     from cm3jax.train.loop import train
 
+    if variant not in VARIANTS:
+        raise UserError(f"Unknown demo variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    world_variant, vq_variant, clip_variant, decoder_variant = VARIANTS[variant]
     paths = {k: os.path.join(workdir, v) for k, v in
-             dict(shapes="shapes", text="text.model", vqgan="vqgan", codes="codes", decoder="decoder").items()}
-    world = load_config(f"{ROOT}/experiments/shapes_world.py:{'tiny' if variant == 'test' else 'default'}").world
-    vq_config = load_config(f"{ROOT}/tokenizers/vqgan_shapes.py:{'tiny' if variant == 'test' else 'default'}")
-    overrides = [f"--config.data.shapes_dir={paths['shapes']}", f"--config.data.codes_dir={paths['codes']}",
-                 f"--config.data.text_tokenizer={paths['text']}", f"--config.data.image_tokenizer={paths['vqgan']}"]
-    decoder_config = load_config(f"{ROOT}/experiments/shapes_tiny.py:{variant}", overrides)
+             dict(shapes="shapes", text="text.model", vqgan="vqgan", codes="codes", clip="clip", bank="bank",
+                  index="index", neighbours="neighbours", decoder="decoder").items()}
+    world = load_config(f"{ROOT}/experiments/shapes_world.py:{world_variant}").world
+    vq_config = load_config(f"{ROOT}/tokenizers/vqgan_shapes.py:{vq_variant}")
+    clip_config = load_config(f"{ROOT}/retrieval/clip_shapes.py:{clip_variant}",
+                              [f"--config.data.shapes_dir={paths['shapes']}",
+                               f"--config.data.text_tokenizer={paths['text']}"])
+    decoder_config = load_config(f"{ROOT}/experiments/shapes_tiny.py:{decoder_variant}", [
+        f"--config.data.shapes_dir={paths['shapes']}", f"--config.data.codes_dir={paths['codes']}",
+        f"--config.data.text_tokenizer={paths['text']}", f"--config.data.image_tokenizer={paths['vqgan']}",
+        f"--config.data.retrieval_bank={paths['bank']}", f"--config.data.neighbours={paths['neighbours']}"])
+    # CM3Leon skips documents scoring above 0.9 against the query as near copies of it. This
+    # CLIP scores a caption against its own picture at ~0.97, so 0.9 would skip every document
+    # showing what a caption asks for (an emblem's, above all); the query's own document is
+    # excluded by id instead.
+    selection = SelectionOptions(k=2, candidates=32, max_relevance=None)
+
+    def done(path: str, marker: str) -> bool:
+        return os.path.exists(os.path.join(path, marker))
+
     timings = {
-        "shapes": _stage("make the Shapes world", os.path.exists(os.path.join(paths["shapes"], "cm3jax_shapes.json")),
+        "shapes": _stage("make the Shapes world", done(paths["shapes"], "cm3jax_shapes.json"),
                          lambda: make(paths["shapes"], WorldSpec(**world))),
         "text_tokenizer": _stage("train the text tokenizer", os.path.exists(paths["text"]),
                                  lambda: train_text_tokenizer(shapes_corpus(world.num_train), 512).save(paths["text"])),
         "image_tokenizer": _stage("train the VQ-GAN", latest_step(paths["vqgan"]) == vq_config.training.steps,
                                   lambda: train_image_tokenizer(vq_config, paths["vqgan"])),
-        "pretokenize": _stage("pretokenize every image", os.path.exists(os.path.join(paths["codes"], "cm3jax_codes.json")),
+        "pretokenize": _stage("pretokenize every image", done(paths["codes"], "cm3jax_codes.json"),
                               lambda: pretokenize(paths["shapes"], paths["codes"], load_tokenizer(paths["vqgan"])[0])),
-        "decoder": _stage("train the decoder", os.path.exists(os.path.join(paths["decoder"], "results.json")),
+        "clip": _stage("train the retriever's CLIP", done(paths["clip"], EVAL_JSON),
+                       lambda: train_clip(clip_config, paths["clip"])),
+        "bank": _stage("embed the memory bank", done(paths["bank"], "cm3jax_bank.json"),
+                       lambda: make_bank(paths["clip"], paths["shapes"], paths["codes"], paths["text"], paths["vqgan"],
+                                         paths["bank"])),
+        "index": _stage("index the memory bank", done(paths["index"], "cm3jax_index.json"),
+                        lambda: make_index(paths["bank"], paths["index"])),
+        "neighbours": _stage("retrieve every example's neighbours", _neighbours_done(paths["neighbours"]),
+                             lambda: make_neighbours(paths["index"], paths["shapes"], NEIGHBOUR_SPLITS,
+                                                     paths["neighbours"], selection)),
+        "decoder": _stage("train the decoder", done(paths["decoder"], "results.json"),
                           lambda: train(decoder_config, paths["decoder"])),
     }
     with open(os.path.join(paths["decoder"], "results.json")) as f:
         results = json.load(f)
+    with open(os.path.join(paths["clip"], EVAL_JSON)) as f:
+        results["retriever"] = json.load(f)
     results["stage_seconds"] = timings
     print(json.dumps(results, indent=2))
-    print(f"[demo] pictures: {paths['decoder']}/samples.png, {paths['decoder']}/loss.png, {paths['vqgan']}")
+    print(f"[demo] report: {write_report(workdir, results)}")
     return results

@@ -1,8 +1,12 @@
 """Offline neighbours: for every training example, memory-bank documents retrieved by its text
 and by its image (PAPER.md: two each), stored next to the examples as bank rows.
 
-    DIR/cm3jax_neighbours.json    the bank it indexes (path, size, fingerprint) and the settings
+    DIR/cm3jax_neighbours.json    the bank it indexes (path, size, fingerprint) and each split's settings
     DIR/<split>.npy               int32 [N, 2k]: k rows by text, then k by image; -1 = none
+
+On Shapes (`shapes_neighbours`) the `train` split's text queries lose 20% of their words and
+never see the unseen emblems' documents (so those emblems stay out of every training
+sequence); other splits are queried as they are, as at inference.
 
 At training time `sample_context` draws up to three of an example's neighbours and hands their
 token ids to the data pipeline, which lays them out before the example (`doc <eos> doc <eos> query`).
@@ -14,7 +18,7 @@ import dataclasses
 import io
 import json
 import os
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -30,10 +34,11 @@ MANIFEST = "cm3jax_neighbours.json"
 
 def compute_neighbours(bank: MemoryBank, index: Index, embedder: Embedder, texts: Sequence[str],
                        images: np.ndarray, own_ids: Sequence[str], options: SelectionOptions = SelectionOptions(),
-                       dropout: QueryDropout = QueryDropout(), seed: int = 0, batch_size: int = 512,
-                       progress: bool = True) -> np.ndarray:
+                       dropout: QueryDropout = QueryDropout(), seed: int = 0, exclude_rows: Collection[int] = (),
+                       batch_size: int = 512, progress: bool = True) -> np.ndarray:
     """int32 [N, 2k]: each example's documents by text (its caption after query dropout) and by
-    image, chosen by the selection heuristics; -1 where fewer qualified."""
+    image, chosen by the selection heuristics, never rows in `exclude_rows`; -1 where fewer
+    qualified."""
     n, k = len(texts), options.k
     if len(images) != n or len(own_ids) != n:
         raise UserError(f"Give one text, image and id per example: got {n} texts, {len(images)} images, "
@@ -44,9 +49,9 @@ def compute_neighbours(bank: MemoryBank, index: Index, embedder: Embedder, texts
         stop = min(start + batch_size, n)
         ids = list(own_ids[start:stop])
         by_text = retrieve(bank, index, embedder, list(texts[start:stop]), [None] * (stop - start), options,
-                           own_ids=ids, training=True, dropout=dropout, rng=rng)
+                           own_ids=ids, exclude_rows=exclude_rows, training=True, dropout=dropout, rng=rng)
         by_image = retrieve(bank, index, embedder, [None] * (stop - start), list(images[start:stop]), options,
-                            own_ids=ids)
+                            own_ids=ids, exclude_rows=exclude_rows)
         for i, (text_hits, image_hits) in enumerate(zip(by_text, by_image)):
             rows[start + i, :len(text_hits)] = [h.row for h in text_hits]
             rows[start + i, k:k + len(image_hits)] = [h.row for h in image_hits]
@@ -60,20 +65,52 @@ def bank_record(bank_dir: str, bank: MemoryBank) -> dict:
 
 
 def save_neighbours(directory: str, split: str, rows_NK: np.ndarray, bank_dir: str, bank: MemoryBank,
-                    options: SelectionOptions, dropout: QueryDropout, seed: int) -> None:
+                    settings: dict) -> None:
+    """Writes a split's rows and records `settings` (how they were chosen) for it in the manifest."""
     os.makedirs(directory, exist_ok=True)
-    record = {"bank": bank_record(bank_dir, bank), "options": dataclasses.asdict(options),
-              "query_dropout": dropout.rate, "seed": seed, "splits": [split]}
+    record = {"bank": bank_record(bank_dir, bank), "splits": {}}
     if os.path.exists(os.path.join(directory, MANIFEST)):
         existing = _read_manifest(directory)
         if existing["bank"] != record["bank"]:
             raise UserError(f"{directory} holds neighbours in another bank ({existing['bank']['path']}); write these "
                             f"to a new directory.")
-        record["splits"] = sorted(set(existing.get("splits", [])) | {split})
+        record["splits"] = existing.get("splits", {})
+    record["splits"][split] = settings
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(rows_NK, np.int32))
     atomic_write_bytes(os.path.join(directory, f"{split}.npy"), buffer.getvalue())
     atomic_write_text(os.path.join(directory, MANIFEST), json.dumps(record, indent=2) + "\n")
+
+
+def shapes_neighbours(bank: MemoryBank, index: Index, embedder: Embedder, shapes_dir: str, split: str,
+                      options: SelectionOptions, dropout: QueryDropout, seed: int = 0,
+                      progress: bool = True) -> tuple[np.ndarray, dict]:
+    """A Shapes split's neighbours (train: query dropout, unseen emblems held out) and the
+    settings to record with them."""
+    from cm3jax.shapes.dataset import data_source
+    source = data_source(shapes_dir, split)
+    examples = [source[i] for i in range(len(source))]
+    if not examples:
+        raise UserError(f"Split {split!r} of {shapes_dir} is empty; leave it out of the splits to retrieve for.")
+    training = split == "train"
+    held_out = unseen_emblem_rows(bank, shapes_dir) if training else frozenset()
+    dropout = dropout if training else QueryDropout(0.0)
+    rows = compute_neighbours(bank, index, embedder, [e["caption"].decode() for e in examples],
+                              np.stack([np.asarray(e["image"]) for e in examples]),
+                              [e["id"].decode() for e in examples], options, dropout, seed, held_out,
+                              progress=progress)
+    return rows, {"options": dataclasses.asdict(options), "query_dropout": dropout.rate, "seed": seed,
+                  "held_out_rows": sorted(held_out)}
+
+
+def unseen_emblem_rows(bank: MemoryBank, shapes_dir: str) -> frozenset[int]:
+    """Bank rows holding an unseen emblem (a Shapes memory scene of one)."""
+    from cm3jax.shapes.dataset import data_source, scene_of
+    from cm3jax.shapes.emblems import NUM_EMBLEMS, UNSEEN_EMBLEMS
+    memory = data_source(shapes_dir, "memory")
+    unseen_ids = {scene.id for scene in (scene_of(memory[i]) for i in range(min(len(memory), NUM_EMBLEMS)))
+                  if scene.emblem in UNSEEN_EMBLEMS}
+    return frozenset(row for row, doc_id in enumerate(bank.ids) if doc_id in unseen_ids)
 
 
 def load_neighbours(directory: str, split: str, bank: MemoryBank) -> np.ndarray:

@@ -2,7 +2,7 @@
 augmentation"), each switchable.
 
 From the index's nearest candidates, in this order:
-1. never the query's own document (same id);
+1. never the query's own document (same id), nor a held-out one (`exclude_rows`);
 2. relevance: candidates ranked by their key's inner product with the query (CLIP score);
 3. diversity: skip near copies of the query (relevance above `max_relevance`, 0.9 in the
    paper) and duplicates of a document already taken (identical token ids, or keys whose
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -66,15 +66,16 @@ class Hit:
 
 
 def select(bank: MemoryBank, ids_K: np.ndarray, scores_K: np.ndarray, options: SelectionOptions = SelectionOptions(),
-           own_id: str | None = None) -> list[Hit]:
-    """At most `options.k` of one query's candidates (ids -1 are absent ones), by the heuristics."""
+           own_id: str | None = None, exclude_rows: Collection[int] = ()) -> list[Hit]:
+    """At most `options.k` of one query's candidates (ids -1 are absent ones), by the heuristics;
+    rows in `exclude_rows` are never returned."""
     options.check()
     ids, scores = np.asarray(ids_K).reshape(-1), np.asarray(scores_K, np.float32).reshape(-1)
     order = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))
     eligible = []
     for i in order:
         row, score = int(ids[i]), float(scores[i])
-        if row < 0:
+        if row < 0 or row in exclude_rows:
             continue
         if options.exclude_own and own_id is not None and bank.ids[row] == own_id:
             continue
@@ -103,7 +104,7 @@ def is_duplicate(bank: MemoryBank, a: int, b: int, similarity: float) -> bool:
 
 def retrieve(bank: MemoryBank, index: Index, embedder: Embedder, texts: Sequence[str | None],
              images: Sequence[np.ndarray | None], options: SelectionOptions = SelectionOptions(), *,
-             own_ids: Sequence[str | None] | None = None, training: bool = False,
+             own_ids: Sequence[str | None] | None = None, exclude_rows: Collection[int] = (), training: bool = False,
              dropout: QueryDropout = QueryDropout(), rng: np.random.Generator | None = None) -> list[list[Hit]]:
     """Documents for each query (a text, an image or both). With `training`, query texts go
     through `dropout` drawn from `rng` (required then, so retrieval is reproducible)."""
@@ -123,4 +124,5 @@ def retrieve(bank: MemoryBank, index: Index, embedder: Embedder, texts: Sequence
     queries_QD = embedder.embed_documents(list(texts), list(images))
     ids_QK, scores_QK = index.search(queries_QD, options.candidates)
     own = own_ids if own_ids is not None else [None] * len(texts)
-    return [select(bank, ids_QK[q], scores_QK[q], options, own[q]) for q in range(len(texts))]
+    excluded = frozenset(exclude_rows)
+    return [select(bank, ids_QK[q], scores_QK[q], options, own[q], excluded) for q in range(len(texts))]

@@ -85,14 +85,16 @@ def _generate(args, overrides) -> None:
 
 def retrieve_for_prompt(index_dir: str, prompt: str, k: int, vocab) -> tuple[list[np.ndarray], list[dict]]:
     """Token ids of the k documents the retrieval heuristics pick for a text prompt, most relevant
-    first, and a record of each (id, kind, text, score)."""
+    first, and a record of each (id, kind, text, score). Unlike at training time, documents
+    matching the prompt closely are kept: there is no query document here to copy, and the
+    closest match is what the prompt asks for."""
     from cm3jax.retrieval.bank import load_embedder
     from cm3jax.retrieval.index import load_bank_of, load_index
     from cm3jax.retrieval.select import SelectionOptions, retrieve
     index, manifest = load_index(index_dir)
     bank = load_bank_of(manifest, index_dir)
     vocab.check_matches(bank.vocab, f"the memory bank of {index_dir}")
-    options = SelectionOptions(k=k, candidates=max(32, 4 * k))
+    options = SelectionOptions(k=k, candidates=max(32, 4 * k), max_relevance=None)
     hits = retrieve(bank, index, load_embedder(bank.embedder_record), [prompt], [None], options)[0]
     records = [{"id": bank.ids[h.row], "kind": bank.kind(h.row), "text": bank.document(h.row).text,
                 "score": h.score} for h in hits]

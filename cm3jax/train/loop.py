@@ -35,6 +35,7 @@ from cm3jax.fileio import atomic_write_text
 from cm3jax.model.decoder import Decoder
 from cm3jax.sharding import make_mesh, mesh_context, state_shardings
 from cm3jax.text_tokenizer import TextTokenizer
+from cm3jax.train.evaluation import evaluate, retrieval_inputs
 from cm3jax.train.metrics import MetricLogger
 from cm3jax.train.optimizer import make_optimizer
 from cm3jax.train.step import jit_train_step, loss_and_metrics, optimizer_shardings
@@ -63,30 +64,24 @@ def mesh_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
     return data, fsdp, tensor
 
 
-def _pipeline(config, codec, split: str, seed: int, repeat: bool):
+def _pipeline(config, codec, split: str, seed: int, repeat: bool, retrieval=None):
+    """The split's packed batches; with `retrieval` (bank, neighbours), each example after up
+    to `data.retrieved_documents` of its offline neighbours."""
     source = JoinedSource(config.data.shapes_dir, config.data.codes_dir, split, codec.vocab.image_fingerprint)
     import grain.python as grain
     import functools
     mixture = ShapesMixture(config.data.image_to_text, config.data.cfg_dropout)
     objective = ObjectiveConfig(config.data.cm3_rate, config.data.span_rate)
     local_batch = config.train.batch_size // jax.process_count()
+    to_context = None
+    if retrieval is not None:
+        from cm3jax.retrieval.neighbours import sample_context
+        bank, rows = retrieval[0], retrieval[1][split]
+        documents = config.data.retrieved_documents
+        to_context = lambda example, rng: sample_context(bank, rows[example["index"]], rng, documents)  # noqa: E731
     return make_pipeline(grain.MapDataset.source(source), functools.partial(shapes_document, mixture=mixture),
                          codec, objective, config.train.seq_len, local_batch, seed,
-                         jax.process_index(), jax.process_count(), repeat=repeat,
-                         to_context=_retrieved_context(config, codec, split))
-
-
-def _retrieved_context(config, codec: DocumentCodec, split: str):
-    """With `data.retrieval_bank` set: a function drawing each example's retrieved documents
-    (up to `data.retrieved_documents` of its offline neighbours in `data.neighbours`)."""
-    if not config.data.get("retrieval_bank"):
-        return None
-    from cm3jax.retrieval.bank import load_bank
-    from cm3jax.retrieval.neighbours import load_neighbours, sample_context
-    bank = load_bank(config.data.retrieval_bank, codec.vocab)
-    rows = load_neighbours(config.data.neighbours, split, bank)
-    documents = config.data.retrieved_documents
-    return lambda example, rng: sample_context(bank, rows[example["index"]], rng, documents)
+                         jax.process_index(), jax.process_count(), repeat=repeat, to_context=to_context)
 
 
 def _check_resumable(saved: dict, config, vocab: MultimodalVocab, where: str) -> None:
@@ -117,7 +112,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
     init_params = jax.jit(lambda: nnx.split(Decoder(model_config, nnx.Rngs(config.train.seed)), nnx.Param)[1],
                           out_shardings=param_shardings)
     checkpoints = Checkpoints(workdir, keep=config.checkpoint.keep)
-    data = iter(_pipeline(config, codec, "train", config.train.seed, repeat=True))
+    retrieval = retrieval_inputs(config, codec)
+    data = iter(_pipeline(config, codec, "train", config.train.seed, repeat=True, retrieval=retrieval))
     with mesh_context(mesh):
         params = init_params()
         opt_state = jax.jit(tx.init)(params)
@@ -176,13 +172,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
             logger.close()
         results = {"step": step, "loss": records[-1]["loss"] if records else None}
         if step == total_steps:
-            results["eval_nll"] = eval_nll(config, codec, graphdef, params, mesh)
+            results["eval_nll"] = eval_nll(config, codec, graphdef, params, mesh, retrieval)
             replicated = jax.sharding.NamedSharding(mesh, jax.P())
             host_params = jax.device_get(jax.jit(lambda p: p, out_shardings=replicated)(params))
     if step == total_steps:
         # Sampling runs on this process's own devices, outside the global mesh.
-        results["text_to_image"] = sample_and_score(config, codec, image_model, nnx.merge(graphdef, host_params),
-                                                    workdir if primary else None)
+        results.update(evaluate(config, codec, image_model, nnx.merge(graphdef, host_params),
+                                workdir if primary else None, retrieval))
         if primary:
             from cm3jax.image_tokenizer.report import save_loss_curves
             save_loss_curves(os.path.join(workdir, "loss.png"), records)
@@ -195,36 +191,10 @@ def _lr(config, total_steps: int) -> optax.Schedule:
     return learning_rate(config.train.peak_lr, config.train.warmup_steps, total_steps, config.train.end_lr_fraction)
 
 
-def eval_nll(config, codec: DocumentCodec, graphdef, params, mesh) -> float:
+def eval_nll(config, codec: DocumentCodec, graphdef, params, mesh, retrieval=None) -> float:
     """Mean next-token loss over config.eval.batches eval batches (the same ones every time,
     and as many on every process)."""
     loss_fn = jax.jit(lambda p, b: loss_and_metrics(p, graphdef, b, 0.0)[1]["nll"])
-    batches = iter(_pipeline(config, codec, "eval", seed=1234, repeat=True))
+    batches = iter(_pipeline(config, codec, "eval", seed=1234, repeat=True, retrieval=retrieval))
     return float(np.mean([float(loss_fn(params, global_batch(next(batches), mesh)))
                           for _ in range(config.eval.batches)]))
-
-
-def sample_and_score(config, codec: DocumentCodec, image_model, model, workdir: str | None) -> dict:
-    """Greedy text -> image samples for eval captions, scored by the Shapes detector, drawn to
-    WORKDIR/samples.png when a workdir is given."""
-    from cm3jax.image_tokenizer.codec import decode_codes
-    from cm3jax.sampling.sampler import generate
-    from cm3jax.sampling.strategies import SamplingSettings
-    from cm3jax.shapes.dataset import data_source, scene_of
-    from cm3jax.shapes.preview import captioned_grid, save_png
-    from cm3jax.shapes.score import score, score_scene
-
-    source = data_source(config.data.shapes_dir, "eval")
-    n = min(config.eval.samples, len(source))
-    scenes = [scene_of(source[i]) for i in range(n)]
-    prompts = [np.concatenate([codec.encode_text(s.caption), [codec.vocab.break_id]]) for s in scenes]
-    generation = generate(model, codec.vocab, [(p,) for p in prompts], SamplingSettings(strategy="greedy"),
-                          codec.vocab.image_tokens, until="image")
-    codes = codec.vocab.codes(generation.tokens)
-    images = decode_codes(image_model, codes.reshape(n, *codec.grid))
-    report = score(scenes, images)
-    if workdir is not None:
-        marks = ["OK " if score_scene(s, im).exact else "MISS " for s, im in zip(scenes, images)]
-        save_png(captioned_grid(images, [m + s.caption for m, s in zip(marks, scenes)]),
-                 os.path.join(workdir, "samples.png"))
-    return {k: report[k] for k in ("exact_match", "color", "shape", "size", "position", "count")}

@@ -46,8 +46,8 @@ from cm3jax.retrieval.index import ExactIndex, ScannIndex, ScannParams
 
 K = 10
 TARGET_RECALL = 0.95
-PROBES = (8, 16, 24, 32, 48, 64, 96, 128)
-REORDERS = (50, 100, 200, 400, 800)  # candidates re-scored exactly (faiss: k_factor = reorder / K)
+PROBES = "8,16,24,32,48,64,80,96,112,128"
+REORDERS = "50,100,200,300,400,800"  # candidates re-scored exactly (faiss: k_factor = reorder / K)
 
 
 def rss_bytes() -> int:
@@ -167,12 +167,13 @@ class FaissSide:
         return self.index.search(queries, K)[1]
 
 
-def tune(side, queries: np.ndarray, truth: np.ndarray) -> tuple[dict, list[dict]]:
+def tune(side, queries: np.ndarray, truth: np.ndarray, probes: list[int], reorders: list[int]
+         ) -> tuple[dict, list[dict]]:
     """Every (probe, reorder) setting on the tuning queries (two timed passes each); the fastest
     reaching the target."""
     trials = []
-    for probe in PROBES:
-        for reorder in REORDERS:
+    for probe in probes:
+        for reorder in reorders:
             side.configure(probe, reorder)
             (ids, first), (_, second) = timed(side.search, queries), timed(side.search, queries)
             qps = max(first, second)  # the less disturbed of two passes
@@ -187,13 +188,13 @@ def tune(side, queries: np.ndarray, truth: np.ndarray) -> tuple[dict, list[dict]
     return max(good, key=lambda t: t["qps"]), trials
 
 
-def tune_builds(name: str, build, variants: list[dict], queries: np.ndarray, truth: np.ndarray):
+def tune_builds(name: str, build, variants: list[dict], queries: np.ndarray, truth: np.ndarray, grid: tuple):
     """Builds each variant in turn, tunes it, keeps the fastest at the target (others are freed)."""
     best, best_trial, builds = None, None, []
     for variant in variants:
         side = build(**variant)
         print(f"{name} {variant}: built in {side.build_seconds:.0f} s; tuning on {len(queries)} queries", flush=True)
-        trial, trials = tune(side, queries, truth)
+        trial, trials = tune(side, queries, truth, *grid)
         builds.append({**side.build_settings, "build_seconds": side.build_seconds,
                        "build_rss_bytes": side.build_rss_bytes, "serialized_bytes": side.serialized_bytes,
                        "chosen": trial, "tuning": trials})
@@ -222,6 +223,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000, help="per set (tuning, test)")
     parser.add_argument("--leaves", default="1000,2000", help="partition counts tried by both ScaNN and faiss")
     parser.add_argument("--soar", default="none,1.5", help="ScaNN SOAR lambdas tried ('none': off)")
+    parser.add_argument("--probes", default=PROBES, help="partitions probed per query, tried by both")
+    parser.add_argument("--reorders", default=REORDERS, help="candidates re-scored exactly, tried by both")
     parser.add_argument("--train-sample", type=int, default=250_000, help="keys the partitions and codebooks train on")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--exact-queries", type=int, default=128, help="test queries per exact-search round")
@@ -254,13 +257,14 @@ def main() -> None:
 
     leaves = [int(x) for x in args.leaves.split(",")]
     soar = [None if x == "none" else float(x) for x in args.soar.split(",")]
+    grid = ([int(x) for x in args.probes.split(",")], [int(x) for x in args.reorders.split(",")])
     sides, chosen, builds = {}, {}, {}
     sides["scann"], chosen["scann"], builds["scann"] = tune_builds(
         "scann", lambda **v: ScannSide(keys, sample=args.train_sample, **v),
-        [{"leaves": n, "soar_lambda": lam} for n in leaves for lam in soar], tuning, truth_tuning)
+        [{"leaves": n, "soar_lambda": lam} for n in leaves for lam in soar], tuning, truth_tuning, grid)
     sides["faiss"], chosen["faiss"], builds["faiss"] = tune_builds(
         "faiss", lambda **v: FaissSide(keys, sample=args.train_sample, threads=threads, **v),
-        [{"leaves": n} for n in leaves], tuning, truth_tuning)
+        [{"leaves": n} for n in leaves], tuning, truth_tuning, grid)
 
     qps = {"exact": [], "scann": [], "faiss": []}
     recalls = {}
@@ -289,7 +293,8 @@ def main() -> None:
         "machine": machine(), "threads": threads, "scann": version("scann"), "faiss": faiss.__version__,
         "data": {"n": args.n, "dim": args.dim, "clusters": args.clusters, "spread": args.spread,
                  "weights": "zipf", "queries_tuning": len(tuning), "queries_test": len(test),
-                 "leaves_tried": leaves, "soar_tried": soar, "train_sample": args.train_sample},
+                 "leaves_tried": leaves, "soar_tried": soar, "probes_tried": grid[0], "reorders_tried": grid[1],
+                 "train_sample": args.train_sample},
         "k": K, "target_recall": TARGET_RECALL, **rows,
         "scann_vs_exact": speedup_exact, "scann_vs_faiss": speedup_faiss,
         "targets": {"scann_vs_exact": 10.0, "scann_vs_faiss": 1.0}, "peak_rss_bytes": peak_rss_bytes(),

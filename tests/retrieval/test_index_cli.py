@@ -131,3 +131,14 @@ def test_neighbours_command_writes_each_examples_documents(exact_dir, bank_dir, 
     assert rows.shape == (48, 4)
     own = np.array([[bank.ids[r] == bank.ids[i] for r in row if r >= 0].count(True) for i, row in enumerate(rows)])
     assert (own == 0).all(), "an example never retrieves its own document"
+    settings = json.loads(open(os.path.join(out, "cm3jax_neighbours.json")).read())["splits"]["memory"]
+    assert settings["options"]["max_relevance"] == 0.9 and settings["query_dropout"] == 0.0  # not train: as asked
+    capsys.readouterr()
+    assert main(["retrieval", "neighbours", "--index", exact_dir, "--data", world, "--split", "memory",
+                 "--out", out, "--max-relevance", "none"]) == 0
+    settings = json.loads(open(os.path.join(out, "cm3jax_neighbours.json")).read())["splits"]["memory"]
+    assert settings["options"]["max_relevance"] is None
+    with pytest.raises(SystemExit):  # argparse refuses it, with the usage
+        main(["retrieval", "neighbours", "--index", exact_dir, "--data", world, "--split", "memory",
+              "--out", out, "--max-relevance", "high"])
+    assert "expected a number or 'none', got 'high'" in capsys.readouterr().err

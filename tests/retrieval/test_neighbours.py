@@ -1,13 +1,17 @@
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 
 from cm3jax.errors import UserError
 from cm3jax.retrieval.bank import ShapesBankOptions, build_shapes_bank
 from cm3jax.retrieval.index import ExactIndex
-from cm3jax.retrieval.neighbours import compute_neighbours, load_neighbours, sample_context, save_neighbours
+from cm3jax.retrieval.neighbours import (compute_neighbours, load_neighbours, sample_context, save_neighbours,
+                                         shapes_neighbours, unseen_emblem_rows)
 from cm3jax.retrieval.select import QueryDropout, SelectionOptions
-from cm3jax.shapes.dataset import data_source
-from tests.retrieval.bank_fixtures import TOY, fake_codes, make_codec, make_world
+from cm3jax.shapes.dataset import data_source, make
+from tests.retrieval.bank_fixtures import TOY, WORLD, fake_codes, make_codec, make_world
 from tests.retrieval.toy_embedder import ToyEmbedder
 
 OPTIONS = SelectionOptions(k=2, candidates=16)
@@ -54,14 +58,46 @@ def test_query_dropout_changes_text_queries_reproducibly(setup):
     np.testing.assert_array_equal(plain[:, 2:], dropped[0][:, 2:])  # image queries have no words to drop
 
 
+def test_excluded_rows_are_never_returned(setup):
+    bank, index, texts, images, ids, world = setup
+    plain = compute_neighbours(bank, index, ToyEmbedder(), texts, images, ids, OPTIONS, QueryDropout(0.0),
+                               progress=False)
+    excluded = frozenset(np.unique(plain[plain >= 0])[::2].tolist())
+    rows = compute_neighbours(bank, index, ToyEmbedder(), texts, images, ids, OPTIONS, QueryDropout(0.0),
+                              exclude_rows=excluded, progress=False)
+    assert not set(rows.reshape(-1).tolist()) & excluded and (rows >= 0).mean() > 0.9
+
+
+def test_shapes_neighbours_hold_unseen_emblems_out_of_training_only(setup, tmp_path):
+    bank, index, texts, images, ids, _ = setup
+    world = str(tmp_path / "shapes")  # the same memory split, and training scenes
+    make(world, dataclasses.replace(WORLD, num_train=40), workers=1, progress=False)
+    held_out = unseen_emblem_rows(bank, world)
+    assert sorted(bank.ids[r] for r in held_out) == [f"memory-{i:06d}" for i in range(16, 32)]
+    options = SelectionOptions(k=2, candidates=48, max_relevance=None)
+    train, train_settings = shapes_neighbours(bank, index, ToyEmbedder(), world, "train", options, QueryDropout(0.5),
+                                              progress=False)
+    assert not set(train.reshape(-1).tolist()) & held_out
+    assert train_settings["held_out_rows"] == sorted(held_out) and train_settings["query_dropout"] == 0.5
+    memory, memory_settings = shapes_neighbours(bank, index, ToyEmbedder(), world, "memory", options,
+                                                QueryDropout(0.5), progress=False)
+    assert memory_settings["held_out_rows"] == [] and memory_settings["query_dropout"] == 0.0
+    assert set(memory[16:32].reshape(-1).tolist()) & held_out  # the memory split's unseen emblems find theirs
+    with pytest.raises(UserError, match="leave it out"):
+        shapes_neighbours(bank, index, ToyEmbedder(), world, "novel", options, QueryDropout(), progress=False)
+
+
 def test_saved_neighbours_round_trip_and_are_checked_against_their_bank(setup, tmp_path):
     bank, index, texts, images, ids, world = setup
     rows = compute_neighbours(bank, index, ToyEmbedder(), texts, images, ids, OPTIONS, progress=False)
     with pytest.raises(UserError, match="save the bank"):
-        save_neighbours(str(tmp_path / "n"), "train", rows, "unsaved", bank, OPTIONS, QueryDropout(), 0)
+        save_neighbours(str(tmp_path / "n"), "train", rows, "unsaved", bank, {})
     bank.save(str(tmp_path / "bank"))
-    save_neighbours(str(tmp_path / "n"), "train", rows, str(tmp_path / "bank"), bank, OPTIONS, QueryDropout(), 0)
+    save_neighbours(str(tmp_path / "n"), "train", rows, str(tmp_path / "bank"), bank, {"seed": 0})
+    save_neighbours(str(tmp_path / "n"), "memory", rows[:3], str(tmp_path / "bank"), bank, {"seed": 1})
     np.testing.assert_array_equal(load_neighbours(str(tmp_path / "n"), "train", bank), rows)
+    manifest = json.loads((tmp_path / "n" / "cm3jax_neighbours.json").read_text())
+    assert manifest["splits"] == {"train": {"seed": 0}, "memory": {"seed": 1}}  # each split's own settings
     with pytest.raises(UserError, match="No neighbours for split 'eval'"):
         load_neighbours(str(tmp_path / "n"), "eval", bank)
     other = build_shapes_bank(world, fake_codes(world), make_codec(), ToyEmbedder(seed=1), embedder_record=TOY,

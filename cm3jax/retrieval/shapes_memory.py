@@ -1,0 +1,65 @@
+"""The Shapes world's retrieval stages, shared by `cm3jax retrieval ...` and `cm3jax demo`:
+embed the `memory` split into a bank, index it, and store each example's neighbours."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from cm3jax.errors import UserError
+from cm3jax.retrieval.bank import MemoryBank, ShapesBankOptions
+from cm3jax.retrieval.index import ScannParams
+from cm3jax.retrieval.select import QueryDropout, SelectionOptions
+
+
+def make_bank(clip_dir: str, shapes_dir: str, codes_dir: str, text_tokenizer: str, image_tokenizer: str, out: str,
+              options: ShapesBankOptions = ShapesBankOptions(), batch_size: int = 256,
+              progress: bool = True) -> tuple[MemoryBank, dict]:
+    """Embeds the memory split with a trained CLIP into a bank saved at `out` (absent or empty)."""
+    from ml_collections import ConfigDict
+    from cm3jax.image_tokenizer.pretokenize import read_codes
+    from cm3jax.retrieval.bank import build_shapes_bank
+    from cm3jax.retrieval.embedder import ClipEmbedder
+    from cm3jax.tfds_arrayrecord import is_empty_or_absent
+    from cm3jax.train.loop import load_codec
+    if not is_empty_or_absent(out):
+        raise UserError(f"{out} is not empty; choose a new directory for the bank or delete that one.")
+    codec, _ = load_codec(ConfigDict({"data": {"text_tokenizer": text_tokenizer, "image_tokenizer": image_tokenizer}}))
+    codes = read_codes(codes_dir, "memory", codec.vocab.image_fingerprint)
+    workdir = os.path.abspath(clip_dir)
+    record = {"factory": "cm3jax.retrieval.embedder:ClipEmbedder.load", "args": [workdir]}
+    bank = build_shapes_bank(shapes_dir, codes, codec, ClipEmbedder.load(workdir), embedder_record=record,
+                             options=options.check(), batch_size=batch_size, progress=progress)
+    return bank, bank.save(out)
+
+
+def make_index(bank_dir: str, out: str, backend: str = "auto", params: ScannParams = ScannParams()):
+    """Indexes a saved bank's keys into `out` (absent or empty); returns the index and its manifest."""
+    from cm3jax.retrieval.bank import load_bank
+    from cm3jax.retrieval.index import build_index, save_index
+    from cm3jax.tfds_arrayrecord import is_empty_or_absent
+    if not is_empty_or_absent(out):
+        raise UserError(f"{out} is not empty; choose a new directory for the index or delete that one.")
+    bank = load_bank(bank_dir)
+    index = build_index(bank.keys_ND, backend, params)
+    return index, save_index(index, out, bank={"path": os.path.abspath(bank_dir), "fingerprint": bank.fingerprint})
+
+
+def make_neighbours(index_dir: str, shapes_dir: str, splits: Sequence[str], out: str,
+                    options: SelectionOptions = SelectionOptions(), dropout: QueryDropout = QueryDropout(),
+                    seed: int = 0, progress: bool = True) -> dict[str, dict]:
+    """Stores each split's neighbours in `out` (see `neighbours.shapes_neighbours`); returns, by
+    split, the number of examples and the mean number of documents found for each."""
+    from cm3jax.retrieval.bank import load_embedder
+    from cm3jax.retrieval.index import load_bank_of, load_index
+    from cm3jax.retrieval.neighbours import save_neighbours, shapes_neighbours
+    index, manifest = load_index(index_dir)
+    bank = load_bank_of(manifest, index_dir)
+    embedder = load_embedder(bank.embedder_record)
+    found = {}
+    for split in splits:
+        rows, settings = shapes_neighbours(bank, index, embedder, shapes_dir, split, options.check(), dropout, seed,
+                                           progress)
+        save_neighbours(out, split, rows, manifest["bank"]["path"], bank, settings)
+        found[split] = {"examples": len(rows), "neighbours_per_example": float((rows >= 0).sum(1).mean())}
+    return found
