@@ -421,7 +421,7 @@ def _retrieval_parser(sub) -> None:
     p = commands.add_parser("neighbours", help="each training example's documents by its text and by its image")
     p.add_argument("--index", required=True, help="an index over the memory bank (`cm3jax retrieval build`)")
     p.add_argument("--data", required=True, help="a made Shapes dataset")
-    p.add_argument("--split", nargs="+", default=["train", "eval"])
+    p.add_argument("--split", nargs="+", default=["train", "eval", "emblems_unseen"])
     p.add_argument("--out", required=True)
     p.add_argument("-k", type=int, default=2, help="documents per query (by text, and again by image)")
     p.add_argument("--query-dropout", type=float, default=0.2, help="share of caption words dropped (train split)")

@@ -20,9 +20,9 @@ import time
 
 from cm3jax.config import load_config
 from cm3jax.report import write_report
+from cm3jax.retrieval.shapes_memory import SPLITS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NEIGHBOUR_SPLITS = ("train", "eval", "emblems_unseen")
 VARIANTS = {  # demo variant -> (world, VQ-GAN, CLIP, decoder) config variants
     "default": ("default", "default", "default", "retrieval"),
     "test": ("tiny", "tiny", "tiny", "test_retrieval"),
@@ -44,7 +44,7 @@ def _stage(name: str, done: bool, run) -> float:
 def _neighbours_done(directory: str) -> bool:
     try:
         with open(os.path.join(directory, "cm3jax_neighbours.json")) as f:
-            return set(NEIGHBOUR_SPLITS) <= set(json.load(f)["splits"])
+            return set(SPLITS) <= set(json.load(f)["splits"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -103,7 +103,7 @@ def run_demo(workdir: str, variant: str = "default") -> dict:
         "index": _stage("index the memory bank", done(paths["index"], "cm3jax_index.json"),
                         lambda: make_index(paths["bank"], paths["index"])),
         "neighbours": _stage("retrieve every example's neighbours", _neighbours_done(paths["neighbours"]),
-                             lambda: make_neighbours(paths["index"], paths["shapes"], NEIGHBOUR_SPLITS,
+                             lambda: make_neighbours(paths["index"], paths["shapes"], SPLITS,
                                                      paths["neighbours"], selection)),
         "decoder": _stage("train the decoder", done(paths["decoder"], "results.json"),
                           lambda: train(decoder_config, paths["decoder"])),

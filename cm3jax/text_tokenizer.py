@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from typing import Iterable, Sequence
 
 import sentencepiece as spm
@@ -74,13 +75,21 @@ def train_text_tokenizer(corpus: Iterable[str], vocab_size: int, model_type: str
     if not lines:
         raise UserError("The text corpus is empty; give a file with one sentence per line.")
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, model_type=model_type,
-        byte_fallback=True, character_coverage=1.0, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, split_digits=True, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
-        input_sentence_size=0, shuffle_input_sentence=False, num_threads=1, hard_vocab_limit=False,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, model_type=model_type,
+            byte_fallback=True, character_coverage=1.0, normalization_rule_name="identity",
+            remove_extra_whitespaces=False, split_digits=True, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+            input_sentence_size=0, shuffle_input_sentence=False, num_threads=1, hard_vocab_limit=False,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        # Every character of the corpus needs its own piece (character coverage 1.0).
+        needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(e))
+        if needed is None:
+            raise
+        raise UserError(f"--vocab-size {vocab_size} is too small for this corpus: its characters alone need "
+                        f"{needed.group(1)} pieces; use at least that many.") from None
     return TextTokenizer(model.getvalue())
 
 

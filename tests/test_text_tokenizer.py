@@ -41,5 +41,8 @@ def test_save_load_and_bad_files(tokenizer, tmp_path):
         TextTokenizer.load(str(tmp_path / "junk.model"))
     with pytest.raises(UserError, match="at least 300"):
         train_text_tokenizer(["a b c"], 100)
+    # Above the floor yet below what this corpus needs: 256 bytes, unk, 53 characters and the word marker
+    with pytest.raises(UserError, match="characters alone need 311 pieces"):
+        train_text_tokenizer(["".join(chr(ord("a") + i) + chr(ord("A") + i) for i in range(26)) + "!"], 300)
     with pytest.raises(UserError, match="outside"):
         tokenizer.decode([tokenizer.vocab_size])

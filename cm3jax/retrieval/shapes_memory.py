@@ -11,6 +11,10 @@ from cm3jax.retrieval.bank import MemoryBank, ShapesBankOptions
 from cm3jax.retrieval.index import ScannParams
 from cm3jax.retrieval.select import QueryDropout, SelectionOptions
 
+# The splits a retrieval-augmented Shapes decoder reads neighbours of: train (training), eval and
+# emblems_unseen (evaluation).
+SPLITS = ("train", "eval", "emblems_unseen")
+
 
 def make_bank(clip_dir: str, shapes_dir: str, codes_dir: str, text_tokenizer: str, image_tokenizer: str, out: str,
               options: ShapesBankOptions = ShapesBankOptions(), batch_size: int = 256,

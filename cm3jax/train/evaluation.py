@@ -85,7 +85,8 @@ def retrieval_inputs(config: ml_collections.ConfigDict, codec: DocumentCodec):
         raise UserError("data.retrieval_bank is set but data.neighbours is not; compute them with "
                         "`cm3jax retrieval neighbours` and pass --config.data.neighbours=DIR.")
     bank = load_bank(config.data.retrieval_bank, codec.vocab)
-    splits = [s for s in ("train", "eval", "emblems_unseen") if len(data_source(config.data.shapes_dir, s))]
+    from cm3jax.retrieval.shapes_memory import SPLITS
+    splits = [s for s in SPLITS if len(data_source(config.data.shapes_dir, s))]
     return bank, {split: load_neighbours(config.data.neighbours, split, bank) for split in splits}
 
 
