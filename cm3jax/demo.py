@@ -24,7 +24,7 @@ from cm3jax.retrieval.shapes_memory import SPLITS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {  # demo variant -> (world, VQ-GAN, CLIP, decoder) config variants
-    "default": ("default", "default", "default", "retrieval"),
+    "default": ("default", "demo", "default", "retrieval"),
     "test": ("tiny", "tiny", "tiny", "test_retrieval"),
 }
 

@@ -46,7 +46,7 @@ from cm3jax.retrieval.index import ExactIndex, ScannIndex, ScannParams
 
 K = 10
 TARGET_RECALL = 0.95
-PROBES = "8,16,24,32,48,64,80,96,112,128"
+PROBES = "8,12,16,20,24,28,32,40,48,64,80,96,112,128"
 REORDERS = "50,100,200,300,400,800"  # candidates re-scored exactly (faiss: k_factor = reorder / K)
 
 
@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--spread", type=float, default=1.0)
     parser.add_argument("--queries", type=int, default=1000, help="per set (tuning, test)")
-    parser.add_argument("--leaves", default="1000,2000", help="partition counts tried by both ScaNN and faiss")
+    parser.add_argument("--leaves", default="250,500,1000,2000", help="partition counts tried by both ScaNN and faiss")
     parser.add_argument("--soar", default="none,1.5", help="ScaNN SOAR lambdas tried ('none': off)")
     parser.add_argument("--probes", default=PROBES, help="partitions probed per query, tried by both")
     parser.add_argument("--reorders", default=REORDERS, help="candidates re-scored exactly, tried by both")
