@@ -21,8 +21,8 @@ reconstructions by the Shapes scorer on 500 eval scenes):
   0.999, shape 0.998), code usage 0.61, 8 min 22 s for the whole command. The margin is thin:
   with `--config.training.seed=1` the same recipe ends at 98.4% (99.0% at 14k), in 8 min 19 s.
 - 16,384 codes for 12,000 steps: 98.8% (two runs), 6 min 24 s.
-- `demo` (8,192 codes, 12,000 steps): 97.6% (shape 0.989), code usage 0.78, 8 min 29 s (timed before
-  the nearest-code search was made ~7x faster).
+- `demo` (8,192 codes, 12,000 steps): 97.4% (shape 0.990), code usage 0.77, 6 min 17 s (8 min 29 s and
+  97.6% before the nearest-code search was made ~7x faster; float rounding moves the trajectory).
 Recipes tried earlier: a wider, shallower net ((1, 1, 2), 32 channels, no res blocks) runs 1.6x
 the steps/s but reaches 82% at 5k; learning rate 4e-3 trails 2e-3; EMA codebook updates and
 gradient updates of the entries end within a few points of each other. The misses left are
