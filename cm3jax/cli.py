@@ -7,6 +7,7 @@ import json
 import sys
 
 from cm3jax.errors import UserError
+from cm3jax.hostmem import restart_with_reusing_malloc
 from cm3jax.sampling import commands as sampling_commands
 
 
@@ -467,5 +468,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The `cm3jax` command: main() in a process whose malloc keeps freed memory for reuse (cm3jax.hostmem)."""
+    restart_with_reusing_malloc()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -8,7 +8,7 @@ from flax import nnx
 
 from cm3jax.model.cache import KVCache, LayerCache
 from cm3jax.model.config import DecoderConfig
-from cm3jax.model.layers import MLP, Attention, Norm, param, truncated_normal
+from cm3jax.model.layers import MLP, Attention, Norm, dense, param, truncated_normal
 from cm3jax.sharding import constrain
 
 ACTIVATION = ("batch", "length", "act_embed")
@@ -69,7 +69,7 @@ class Decoder(nnx.Module):
         """float32 logits over the whole (padded) vocabulary."""
         x = self.final_norm(x_BTD)
         head = self.embed[...].T if self.lm_head is None else self.lm_head[...]
-        logits = jnp.einsum("btd,dv->btv", x, head.astype(x.dtype), preferred_element_type=jnp.float32)
+        logits = dense(x, head.astype(x.dtype), jnp.float32)
         return constrain(logits, ("batch", "length", "act_vocab"))
 
     def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None,

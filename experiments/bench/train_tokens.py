@@ -1,20 +1,25 @@
 """Benchmark: training tokens/s on bench-small, side by side with Hugging Face's
 `ChameleonForConditionalGeneration` in PyTorch on CPU (../shared/BENCH.md).
 
-    python experiments/bench/train_tokens.py [--rounds 3] [--steps-per-round 2] [--json runs/bench/train_tokens.json]
+    python experiments/bench/train_tokens.py [--rounds 3] [--steps-per-round 3] [--json runs/bench/train_tokens.json]
 
 Both sides do the same work per step: forward over a batch of 8 x 512 random token ids,
 next-token cross-entropy, backward, global-norm clipping at 1.0 and an AdamW update
-(b1 0.9, b2 0.98, weight decay 0.1), all float32. The two alternate in rounds so that
-load from other jobs falls on both; the figure per side is its median step time. Also
-reported: model FLOP/s (6 N + attention, per token) as a fraction of this machine's
-f32 matmul rate measured in the same run, and the first call's compile time.
+(b1 0.9, b2 0.98, weight decay 0.1), all float32. Each side runs in processes of its own,
+in the environment its users get: cm3jax's with the malloc settings its command line starts
+with (cm3jax.hostmem: freed memory kept for reuse; --system-malloc drops them), the peer's as
+this script was started (--peer-with-our-malloc gives it cm3jax's settings too). Every round
+starts a fresh process per side, one after the other, so that load from other jobs falls on
+both and neither runs beside the other; the figure per side is its median step time. Also
+reported: model FLOP/s (6 N + attention, per token) as a fraction of this machine's f32
+matmul rate measured in the same run, and the first call's compile time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 from pathlib import Path
@@ -23,11 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm import tqdm
 
 from cm3jax.benchmarking import chameleon_peer, machine, matmul_gflops, time_calls
 from cm3jax.config import load_config
 from cm3jax.experiment import decoder_config
 from cm3jax.fileio import atomic_write_text
+from cm3jax.hostmem import malloc_environ
 from cm3jax.model.config import DecoderConfig
 from cm3jax.model.decoder import Decoder
 from cm3jax.sharding import make_mesh, mesh_context
@@ -66,10 +73,14 @@ class JaxSide:
         self.compile_seconds = time_calls(self.run, 1)[0]
         self.parameters = model_config.param_count()
 
+    def describe(self) -> dict:
+        return {"parameters": self.parameters, "compile_seconds": self.compile_seconds,
+                "devices": len(jax.devices()), "label": f"cm3jax (JAX {jax.__version__})"}
+
     def run(self) -> float:
         with mesh_context(self.mesh):
             params, opt_state, metrics = self.step(*self.state, self.batch)
-        self.state = (params, opt_state)
+        self.state = jax.block_until_ready((params, opt_state))  # the update too, not only the loss
         return float(metrics["loss"])
 
 
@@ -91,6 +102,11 @@ class TorchSide:
         self.attention = self.model.config._attn_implementation
         self.run()  # first call: allocations
 
+    def describe(self) -> dict:
+        return {"parameters": self.parameters, "torch": self.torch.__version__, "threads": self.threads,
+                "attention": self.attention,
+                "label": f"HF Chameleon, torch {self.torch.__version__} ({self.threads} threads, {self.attention})"}
+
     def run(self) -> float:
         inputs, labels = self.ids[:, :-1], self.ids[:, :-1]  # HF shifts labels by one inside the loss
         loss = self.model(input_ids=inputs, labels=labels).loss
@@ -101,48 +117,85 @@ class TorchSide:
         return float(loss.detach())
 
 
+def measure(side: str, steps: int, conn) -> None:
+    """In a process of its own: build `side`, time `steps` training steps after the first call
+    and send them back with the side's description (cm3jax's: with this machine's matmul rate)."""
+    config = load_config(BENCH_SMALL)
+    ids = random_batch(config.model.vocab_size, config.train.batch_size, config.train.seq_len)
+    runner = JaxSide(config, ids) if side == "cm3jax" else TorchSide(config, ids)
+    result = {**runner.describe(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+              "step_seconds": time_calls(runner.run, steps)}
+    if side == "cm3jax":
+        result["matmul_gflops"] = matmul_gflops()
+    conn.send(result)
+
+
+def measure_in_process(side: str, steps: int, environ: dict[str, str] | None) -> dict:
+    """measure() in a spawned process started with `environ` (None: this process's), alone on
+    the machine: an idle process that lives on beside the other side's slows it (the peer took
+    6.5 s a step instead of 5.6 s beside an idle cm3jax process holding its heap), so each
+    round starts both sides afresh, one after the other."""
+    context = multiprocessing.get_context("spawn")
+    here, there = context.Pipe()
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(saved if environ is None else environ)
+    try:
+        process = context.Process(target=measure, args=(side, steps, there))
+        process.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    result = here.recv()
+    process.join()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps-per-round", type=int, default=2)
+    parser.add_argument("--steps-per-round", type=int, default=3)
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="run cm3jax's side with malloc as this script was started, not as its command line sets it")
+    parser.add_argument("--peer-with-our-malloc", action="store_true",
+                        help="run the peer with cm3jax's malloc settings too (an allocator-neutral comparison)")
     parser.add_argument("--json", default="runs/bench/train_tokens.json")
     args = parser.parse_args()
 
     config = load_config(BENCH_SMALL)
     b, t = config.train.batch_size, config.train.seq_len
-    ids = random_batch(config.model.vocab_size, b, t)
-    ours, peer = JaxSide(config, ids), TorchSide(config, ids)
-    times = {"cm3jax": [], "peer": []}
-    for _ in range(args.rounds):
-        times["cm3jax"] += time_calls(ours.run, args.steps_per_round)
-        times["peer"] += time_calls(peer.run, args.steps_per_round)
-    matmul = matmul_gflops()
+    ours_environ = None if args.system_malloc else malloc_environ(os.environ)
+    environs = {"cm3jax": ours_environ, "peer": ours_environ if args.peer_with_our_malloc else None}
+    rounds = {side: [] for side in environs}
+    for _ in tqdm(range(args.rounds), desc="rounds"):
+        for side, environ in environs.items():
+            rounds[side].append(measure_in_process(side, args.steps_per_round, environ))
+    info = {side: {k: v for k, v in results[0].items() if k not in ("step_seconds", "matmul_gflops")}
+            for side, results in rounds.items()}
+    times = {side: [s for r in results for s in r["step_seconds"]] for side, results in rounds.items()}
+    matmul = statistics.median(r["matmul_gflops"] for r in rounds["cm3jax"])
+    info["cm3jax"]["compile_seconds"] = statistics.median(r["compile_seconds"] for r in rounds["cm3jax"])
 
     tokens = b * t
     flops_per_step = model_flops_per_token(decoder_config(config), t) * tokens
     rows = {}
     for side, step_times in times.items():
         seconds = statistics.median(step_times)
-        rows[side] = {"step_seconds_median": seconds, "step_seconds": step_times, "tokens_per_second": tokens / seconds,
-                      "model_gflops": flops_per_step / seconds / 1e9,
+        rows[side] = {**info[side], "step_seconds_median": seconds, "step_seconds": step_times,
+                      "tokens_per_second": tokens / seconds, "model_gflops": flops_per_step / seconds / 1e9,
                       "fraction_of_matmul_rate": flops_per_step / seconds / 1e9 / matmul}
-    rows["cm3jax"].update(compile_seconds=ours.compile_seconds, parameters=ours.parameters,
-                          devices=len(jax.devices()))
-    rows["peer"].update(parameters=peer.parameters, torch=peer.torch.__version__, threads=peer.threads,
-                        attention=peer.attention)
     ratio = rows["cm3jax"]["tokens_per_second"] / rows["peer"]["tokens_per_second"]
     result = {"machine": machine(), "batch": [b, t], "model": config.model.to_dict(), "matmul_gflops": matmul,
               "model_gflop_per_step": flops_per_step / 1e9, **rows, "speedup": ratio, "target": 1.25}
 
-    print(f"\nbench-small training, batch {b} x {t} tokens, float32, AdamW; {machine()}")
-    print("| side | parameters | step s (median) | tokens/s | model GFLOP/s | of matmul rate |\n|---|---|---|---|---|---|")
-    for side, label in (("cm3jax", "cm3jax (JAX)"), ("peer", f"HF Chameleon, torch {peer.torch.__version__} "
-                                                            f"({peer.threads} threads, {peer.attention})")):
-        r = rows[side]
-        print(f"| {label} | {r['parameters']:,} | {r['step_seconds_median']:.2f} | {r['tokens_per_second']:.0f} "
-              f"| {r['model_gflops']:.1f} | {r['fraction_of_matmul_rate']:.2f} |")
+    print(f"\nbench-small training, batch {b} x {t} tokens, float32, AdamW; {machine()}; one process per side")
+    print("| side | parameters | step s (median) | tokens/s | model GFLOP/s | of matmul rate | GLIBC_TUNABLES |\n"
+          "|---|---|---|---|---|---|---|")
+    for r in rows.values():
+        print(f"| {r['label']} | {r['parameters']:,} | {r['step_seconds_median']:.2f} | {r['tokens_per_second']:.0f} "
+              f"| {r['model_gflops']:.1f} | {r['fraction_of_matmul_rate']:.2f} | {r['glibc_tunables'] or '-'} |")
     print(f"\ncm3jax = {ratio:.2f}x the peer's tokens/s (target >= 1.25x); f32 matmul rate {matmul:.0f} GFLOP/s; "
-          f"compile {ours.compile_seconds:.1f} s")
+          f"compile {rows['cm3jax']['compile_seconds']:.1f} s")
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
 

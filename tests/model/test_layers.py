@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cm3jax.model.layers import QUERY_CHUNK, attention_mask, dot_product_attention
+from cm3jax.model.layers import QUERY_CHUNK, attention_mask, dense, dot_product_attention
 
 
 def test_causal_blocks_equal_full_attention_on_packed_rows():
@@ -23,3 +23,28 @@ def test_causal_blocks_equal_full_attention_on_packed_rows():
     probs /= probs.sum(-1, keepdims=True)
     np.testing.assert_allclose(full, np.einsum("bhts,bshe->bthe", probs, np.repeat(np.asarray(v), 2, axis=2)),
                                atol=1e-5)
+
+
+def test_dense_values_and_gradients_equal_the_plain_product():
+    keys = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.normal(keys[0], (2, 5, 8))
+    w = jax.random.normal(keys[1], (8, 6))
+    g = jax.random.normal(keys[2], (2, 5, 6))
+    for out_dtype in (None, jnp.float32):
+        def loss(fn):
+            return lambda x, w: jnp.sum(fn(x, w) * g)
+        ours = jax.value_and_grad(loss(lambda x, w: dense(x, w, out_dtype)), argnums=(0, 1))(x, w)
+        plain = jax.value_and_grad(loss(lambda x, w: jnp.einsum("btd,df->btf", x, w)), argnums=(0, 1))(x, w)
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_keeps_bfloat16_operands_and_float32_logits():
+    x = jnp.ones((2, 3, 4), jnp.bfloat16)
+    w = jnp.full((4, 5), 0.5, jnp.bfloat16)
+    assert dense(x, w).dtype == jnp.bfloat16
+    assert dense(x, w, jnp.float32).dtype == jnp.float32
+    dx, dw = jax.grad(lambda x, w: jnp.sum(dense(x, w, jnp.float32)), argnums=(0, 1))(x, w)
+    assert dx.dtype == dw.dtype == jnp.bfloat16
+    np.testing.assert_allclose(dw.astype(jnp.float32), np.full((4, 5), 6.0))  # 2 x 3 tokens of ones
+    np.testing.assert_allclose(dx.astype(jnp.float32), np.full((2, 3, 4), 2.5))
