@@ -32,6 +32,7 @@ import numpy as np
 
 from cm3jax import tfds_arrayrecord
 from cm3jax.errors import UserError
+from cm3jax.retrieval import scann_kernels
 from cm3jax.retrieval.bank import check_files, file_record
 
 MANIFEST = "cm3jax_index.json"
@@ -163,6 +164,7 @@ class ScannIndex:
     @classmethod
     def build(cls, keys_ND: np.ndarray, params: ScannParams = ScannParams(), threads: int = 0) -> "ScannIndex":
         import scann
+        scann_kernels.enable()
         keys = np.ascontiguousarray(keys_ND, np.float32)
         if keys.ndim != 2 or len(keys) == 0:
             raise UserError(f"An index needs a non-empty [N, D] array of keys, got shape {keys.shape}.")
@@ -203,6 +205,7 @@ class ScannIndex:
     @classmethod
     def read(cls, directory: str, params: dict, size: int, dim: int) -> "ScannIndex":
         import scann
+        scann_kernels.enable()
         if os.path.exists(os.path.join(directory, "scann_docids.pkl")):
             raise UserError(f"{directory} holds a pickle (scann_docids.pkl) cm3jax never writes; refusing to load it. "
                             f"Rebuild the index with `cm3jax retrieval build`.")

@@ -18,7 +18,8 @@ side keeps its fastest (build, setting) with tuning recall@10 >= 0.95. The chose
 then timed on 1,000 other test queries (whose recall is reported), in alternating rounds with
 exact search; the figure per side is its median queries/s. Batched queries on every side, all
 cores (this machine: 2).
-- ScaNN: spherical k-means tree, anisotropic asymmetric hashing (2 dims per 16-centre block,
+- ScaNN (with the AVX2 / AVX-512 kernels cm3jax.retrieval.scann_kernels switches on): spherical
+  k-means tree, anisotropic asymmetric hashing (2 dims per 16-centre block,
   threshold 0.2), exact float re-ranking; tuned: leaves, SOAR, leaves_to_search, reorder.
 - faiss: the same recipe in faiss, IVF (spherical k-means for inner product) + 4-bit fast-scan
   PQ (2 dims per sub-quantizer) + exact float refinement (`IVF{leaves},PQ256x4fs,RFlat`);
@@ -42,6 +43,7 @@ import numpy as np
 
 from cm3jax.benchmarking import machine
 from cm3jax.fileio import atomic_write_text
+from cm3jax.retrieval import scann_kernels
 from cm3jax.retrieval.index import ExactIndex, ScannIndex, ScannParams
 
 K = 10
@@ -291,6 +293,7 @@ def main() -> None:
     speedup_faiss = rows["scann"]["qps_median"] / rows["faiss"]["qps_median"]
     result = {
         "machine": machine(), "threads": threads, "scann": version("scann"), "faiss": faiss.__version__,
+        "scann_kernels": scann_kernels.current(),
         "data": {"n": args.n, "dim": args.dim, "clusters": args.clusters, "spread": args.spread,
                  "weights": "zipf", "queries_tuning": len(tuning), "queries_test": len(test),
                  "leaves_tried": leaves, "soar_tried": soar, "probes_tried": grid[0], "reorders_tried": grid[1],
@@ -305,7 +308,8 @@ def main() -> None:
           f"recall@{K} target {TARGET_RECALL}; {machine()}")
     print("| side | settings | test recall@10 | queries/s (median) | build s | build RSS GB | index GB |\n"
           "|---|---|---|---|---|---|---|")
-    labels = {"exact": "exact (XLA matmul + top_k)", "scann": f"ScaNN {version('scann')}",
+    wide = "+".join(level for level, on in scann_kernels.current().items() if on) or "SSE4"
+    labels = {"exact": "exact (XLA matmul + top_k)", "scann": f"ScaNN {version('scann')} ({wide} kernels)",
               "faiss": f"faiss {faiss.__version__} IVF-PQ4fs + refine"}
     for name in ("scann", "faiss", "exact"):
         r = rows[name]
