@@ -15,6 +15,7 @@ def clustered_keys(n: int, dim: int, seed: int) -> np.ndarray:
 
 
 def test_building_an_index_switches_on_every_level_the_cpu_runs():
+    scann_kernels.select([])
     ScannIndex.build(clustered_keys(2000, 32, 0), ScannParams(num_leaves=8, leaves_to_search=2))
     assert {level for level, on in scann_kernels.current().items() if on} >= set(scann_kernels.cpu_levels())
 
