@@ -291,9 +291,10 @@ def main() -> None:
     from importlib.metadata import version
     speedup_exact = rows["scann"]["qps_median"] / rows["exact"]["qps_median"]
     speedup_faiss = rows["scann"]["qps_median"] / rows["faiss"]["qps_median"]
+    kernels = scann_kernels.current()
     result = {
         "machine": machine(), "threads": threads, "scann": version("scann"), "faiss": faiss.__version__,
-        "scann_kernels": scann_kernels.current(),
+        "scann_kernels": kernels,
         "data": {"n": args.n, "dim": args.dim, "clusters": args.clusters, "spread": args.spread,
                  "weights": "zipf", "queries_tuning": len(tuning), "queries_test": len(test),
                  "leaves_tried": leaves, "soar_tried": soar, "probes_tried": grid[0], "reorders_tried": grid[1],
@@ -308,7 +309,7 @@ def main() -> None:
           f"recall@{K} target {TARGET_RECALL}; {machine()}")
     print("| side | settings | test recall@10 | queries/s (median) | build s | build RSS GB | index GB |\n"
           "|---|---|---|---|---|---|---|")
-    wide = "+".join(level for level, on in scann_kernels.current().items() if on) or "SSE4"
+    wide = "+".join(level for level, on in kernels.items() if on) or "SSE4"
     labels = {"exact": "exact (XLA matmul + top_k)", "scann": f"ScaNN {version('scann')} ({wide} kernels)",
               "faiss": f"faiss {faiss.__version__} IVF-PQ4fs + refine"}
     for name in ("scann", "faiss", "exact"):

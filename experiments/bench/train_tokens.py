@@ -137,15 +137,17 @@ def measure_in_process(side: str, steps: int, environ: dict[str, str] | None) ->
     round starts both sides afresh, one after the other."""
     context = multiprocessing.get_context("spawn")
     here, there = context.Pipe()
+    process = context.Process(target=measure, args=(side, steps, there))
     saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(saved if environ is None else environ)
-    try:
-        process = context.Process(target=measure, args=(side, steps, there))
-        process.start()
-    finally:
+    if environ is not None:
         os.environ.clear()
-        os.environ.update(saved)
+        os.environ.update(environ)
+    try:
+        process.start()  # the spawned interpreter inherits os.environ as it is now
+    finally:
+        if environ is not None:
+            os.environ.clear()
+            os.environ.update(saved)
     result = here.recv()
     process.join()
     return result
