@@ -267,6 +267,8 @@ def _model_parser(sub) -> None:
 
 def _train(args, overrides) -> None:
     from cm3jax.config import load_config
+    import jax
+    from cm3jax.eval.samples import evaluate_run
     from cm3jax.train.loop import Stopped, train
     config = load_config(args.config, overrides)
     try:
@@ -274,6 +276,8 @@ def _train(args, overrides) -> None:
     except Stopped as e:
         print(e)
         return
+    if results["step"] == config.train.steps and jax.process_index() == 0:
+        results.update(evaluate_run(args.workdir))
     print(json.dumps(results, indent=2))
 
 

@@ -60,6 +60,7 @@ def run_demo(workdir: str, variant: str = "default") -> dict:
     from cm3jax.retrieval.shapes_memory import make_bank, make_index, make_neighbours
     from cm3jax.shapes.dataset import WorldSpec, make
     from cm3jax.text_tokenizer import shapes_corpus, train_text_tokenizer
+    from cm3jax.eval.samples import evaluate_run
     from cm3jax.train.loop import train
 
     if variant not in VARIANTS:
@@ -106,7 +107,7 @@ def run_demo(workdir: str, variant: str = "default") -> dict:
                              lambda: make_neighbours(paths["index"], paths["shapes"], SPLITS,
                                                      paths["neighbours"], selection)),
         "decoder": _stage("train the decoder", done(paths["decoder"], "results.json"),
-                          lambda: train(decoder_config, paths["decoder"])),
+                          lambda: (train(decoder_config, paths["decoder"]), evaluate_run(paths["decoder"]))),
     }
     with open(os.path.join(paths["decoder"], "results.json")) as f:
         results = json.load(f)

@@ -19,9 +19,11 @@ from cm3jax.documents import DocumentCodec
 from cm3jax.errors import UserError
 from cm3jax.objectives import causal, random_cm3
 from cm3jax.sharding import batch_sharding
-from cm3jax.train.step import BATCH_KEYS
 
 FIELDS = ("inputs", "targets", "weights")
+# A batch: [B, T] arrays of next-token inputs, targets, loss weights, and packing positions and
+# segments (0 marks padding).
+BATCH_KEYS = FIELDS + ("positions", "segments")
 
 
 @dataclasses.dataclass(frozen=True)

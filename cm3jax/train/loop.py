@@ -27,15 +27,17 @@ from tqdm import tqdm
 from cm3jax.checkpoints import Checkpoints, Json
 from cm3jax.data.pipeline import ObjectiveConfig, global_batch, make_pipeline
 from cm3jax.data.shapes_tasks import JoinedSource, ShapesMixture, shapes_document
+from cm3jax.data.tokenizers import load_codec
 from cm3jax.distributed import maybe_initialize
 from cm3jax.documents import DocumentCodec
 from cm3jax.errors import UserError
 from cm3jax.experiment import decoder_config
 from cm3jax.fileio import atomic_write_text
+from cm3jax.image_tokenizer.report import save_loss_curves
 from cm3jax.model.decoder import Decoder
 from cm3jax.sharding import make_mesh, mesh_context, state_shardings
 from cm3jax.text_tokenizer import TextTokenizer
-from cm3jax.train.evaluation import evaluate, retrieval_inputs
+from cm3jax.retrieval.shapes_memory import retrieval_inputs
 from cm3jax.train.metrics import MetricLogger
 from cm3jax.train.optimizer import make_optimizer
 from cm3jax.train.step import jit_train_step, loss_and_metrics, optimizer_shardings
@@ -44,18 +46,6 @@ from cm3jax.vocab import MultimodalVocab
 
 class Stopped(Exception):
     """SIGTERM arrived; a checkpoint was saved."""
-
-
-def load_codec(config: ml_collections.ConfigDict):
-    """The text tokenizer, image tokenizer and the vocabulary they make."""
-    from cm3jax.image_tokenizer.checkpoints import load_tokenizer
-    from cm3jax.image_tokenizer.pretokenize import tokenizer_fingerprint
-    text = TextTokenizer.load(config.data.text_tokenizer)
-    image_model, _ = load_tokenizer(config.data.image_tokenizer)
-    grid = image_model.config.grid_size()
-    vocab = MultimodalVocab(text.vocab_size, image_model.config.codebook_size, grid * grid, text.fingerprint,
-                            tokenizer_fingerprint(image_model))
-    return DocumentCodec(vocab, text, (grid, grid)), image_model
 
 
 def mesh_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -97,7 +87,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
     """Trains to config.train.steps (or stops after `stop_at_step`, as a kill would) and returns
     the final metrics."""
     maybe_initialize(config)
-    codec, image_model = load_codec(config)
+    codec, _ = load_codec(config)
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.vocab_size = codec.vocab.padded_size
     model_config = decoder_config(config)
@@ -173,16 +163,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
         results = {"step": step, "loss": records[-1]["loss"] if records else None}
         if step == total_steps:
             results["eval_nll"] = eval_nll(config, codec, graphdef, params, mesh, retrieval)
-            replicated = jax.sharding.NamedSharding(mesh, jax.P())
-            host_params = jax.device_get(jax.jit(lambda p: p, out_shardings=replicated)(params))
-    if step == total_steps:
-        # Sampling runs on this process's own devices, outside the global mesh.
-        results.update(evaluate(config, codec, image_model, nnx.merge(graphdef, host_params),
-                                workdir if primary else None, retrieval))
-        if primary:
-            from cm3jax.image_tokenizer.report import save_loss_curves
-            save_loss_curves(os.path.join(workdir, "loss.png"), records)
-            atomic_write_text(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
+    if step == total_steps and primary:
+        save_loss_curves(os.path.join(workdir, "loss.png"), records)
+        atomic_write_text(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
     return results
 
 

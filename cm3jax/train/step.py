@@ -13,9 +13,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from cm3jax.data.pipeline import BATCH_KEYS
 from cm3jax.sharding import batch_sharding, state_shardings
-
-BATCH_KEYS = ("inputs", "targets", "weights", "positions", "segments")
 
 
 def loss_and_metrics(params, graphdef, batch: dict, z_loss: float) -> tuple[jax.Array, dict]:

@@ -70,7 +70,8 @@ def test_paper_train_steps_compile_sharded_to_the_predicted_bytes_per_device(nam
     from cm3jax.model.decoder import Decoder
     from cm3jax.sharding import MESH_AXES, make_mesh, mesh_context
     from cm3jax.train.optimizer import make_optimizer
-    from cm3jax.train.step import BATCH_KEYS, jit_train_step
+    from cm3jax.data.pipeline import BATCH_KEYS
+    from cm3jax.train.step import jit_train_step
 
     config = load_config(str(EXPERIMENTS / f"{name}.py"))
     model = dataclasses.replace(decoder_config(config), n_layers=1)

@@ -8,7 +8,8 @@ from cm3jax.errors import UserError
 from cm3jax.retrieval.bank import ShapesBankOptions, build_shapes_bank
 from cm3jax.shapes.dataset import make
 from cm3jax.shapes.world import sample_scene
-from cm3jax.train.evaluation import _contexts, _first_document_is_the_emblem, retrieval_inputs
+from cm3jax.eval.samples import _contexts, _first_document_is_the_emblem
+from cm3jax.retrieval.shapes_memory import retrieval_inputs
 from tests.retrieval.bank_fixtures import TOY, WORLD, fake_codes, make_codec, make_world
 from tests.retrieval.toy_embedder import ToyEmbedder
 

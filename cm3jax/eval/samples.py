@@ -8,10 +8,13 @@
   with retrieved documents (emblem pixel accuracy; CM3Leon can only draw these by copying a
   retrieved document), and how often the first retrieved document is the emblem asked for.
 Each case also draws a captioned grid into the workdir.
+
+    results = evaluate_run("runs/demo/decoder")   # also merged into WORKDIR/results.json
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Sequence
 
@@ -19,7 +22,15 @@ import ml_collections
 import numpy as np
 
 from cm3jax.documents import DocumentCodec
-from cm3jax.errors import UserError
+from cm3jax.fileio import atomic_write_text
+from cm3jax.image_tokenizer.codec import decode_codes
+from cm3jax.retrieval.shapes_memory import retrieval_inputs
+from cm3jax.sampling.inference import Pipeline, with_context
+from cm3jax.sampling.sampler import generate
+from cm3jax.sampling.strategies import SamplingSettings
+from cm3jax.shapes.dataset import data_source, scene_of
+from cm3jax.shapes.preview import captioned_grid, save_png
+from cm3jax.shapes.score import score, score_scene
 
 SCORE_KEYS = ("exact_match", "color", "shape", "size", "position", "count")
 EMBLEM_KEYS = ("emblem_pixel_accuracy", "emblem_exact_match")
@@ -29,10 +40,6 @@ def draw_captions(model, codec: DocumentCodec, image_model, captions: Sequence[s
                   contexts: Sequence[Sequence[np.ndarray]] | None = None) -> np.ndarray:
     """uint8 [N, H, W, 3]: one greedy image per caption, each after its retrieved documents
     (`contexts[i]`, most relevant first; those that do not fit in the context are left out)."""
-    from cm3jax.image_tokenizer.codec import decode_codes
-    from cm3jax.sampling.inference import with_context
-    from cm3jax.sampling.sampler import generate
-    from cm3jax.sampling.strategies import SamplingSettings
     vocab = codec.vocab
     budget = model.config.max_seq_len - vocab.image_tokens
     requests = []
@@ -45,10 +52,29 @@ def draw_captions(model, codec: DocumentCodec, image_model, captions: Sequence[s
     return decode_codes(image_model, codes.reshape(len(captions), *codec.grid))
 
 
+RESULTS_JSON = "results.json"
+
+
+def evaluate_run(workdir: str, write: bool = True) -> dict:
+    """Scores the newest checkpoint of a `cm3jax train` run (retrieval as its config has it);
+    with `write`, draws the grids into the workdir and merges the scores into its results.json."""
+    trained = Pipeline.load(workdir)
+    retrieval = retrieval_inputs(trained.config, trained.codec)
+    results = evaluate(trained.config, trained.codec, trained.image_model, trained.model,
+                       workdir if write else None, retrieval)
+    if write:
+        path = os.path.join(workdir, RESULTS_JSON)
+        previous = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                previous = json.load(f)
+        atomic_write_text(path, json.dumps({**previous, **results}, indent=2) + "\n")
+    return results
+
+
 def evaluate(config: ml_collections.ConfigDict, codec: DocumentCodec, image_model, model,
              workdir: str | None, retrieval=None) -> dict:
     """The scores above (grids into `workdir` when given); `retrieval` as `retrieval_inputs` gives."""
-    from cm3jax.shapes.dataset import data_source, scene_of
     eval_source = data_source(config.data.shapes_dir, "eval")
     scenes = [scene_of(eval_source[i]) for i in range(min(config.eval.samples, len(eval_source)))]
     results = {"text_to_image": _score_and_draw(model, codec, image_model, scenes, None, workdir, "samples.png")}
@@ -73,23 +99,6 @@ def evaluate(config: ml_collections.ConfigDict, codec: DocumentCodec, image_mode
     return results
 
 
-def retrieval_inputs(config: ml_collections.ConfigDict, codec: DocumentCodec):
-    """(bank, {split: neighbour rows}) for the splits training and evaluation read, or None
-    without retrieval; a missing or mismatched piece is an error before any training."""
-    if not config.data.get("retrieval_bank"):
-        return None
-    from cm3jax.retrieval.bank import load_bank
-    from cm3jax.retrieval.neighbours import load_neighbours
-    from cm3jax.shapes.dataset import data_source
-    if not config.data.get("neighbours"):
-        raise UserError("data.retrieval_bank is set but data.neighbours is not; compute them with "
-                        "`cm3jax retrieval neighbours` and pass --config.data.neighbours=DIR.")
-    bank = load_bank(config.data.retrieval_bank, codec.vocab)
-    from cm3jax.retrieval.shapes_memory import SPLITS
-    splits = [s for s in SPLITS if len(data_source(config.data.shapes_dir, s))]
-    return bank, {split: load_neighbours(config.data.neighbours, split, bank) for split in splits}
-
-
 def _by_text(rows_NK: np.ndarray) -> np.ndarray:
     """The by-text half of stored neighbours (what a caption alone retrieves, as at inference)."""
     return rows_NK[:, :rows_NK.shape[1] // 2]
@@ -101,7 +110,6 @@ def _contexts(bank, rows_NK: np.ndarray, documents: int) -> list[list[np.ndarray
 
 def _first_document_is_the_emblem(bank, scenes, rows_NK: np.ndarray) -> float:
     """Share of emblem scenes whose first document by text shows exactly that emblem."""
-    from cm3jax.shapes.score import score_scene
     hits = []
     for scene, rows in zip(scenes, _by_text(rows_NK)):
         found = rows[rows >= 0]
@@ -112,8 +120,6 @@ def _first_document_is_the_emblem(bank, scenes, rows_NK: np.ndarray) -> float:
 
 def _score_and_draw(model, codec, image_model, scenes, contexts, workdir: str | None, picture: str,
                     keys: Sequence[str] = SCORE_KEYS) -> dict:
-    from cm3jax.shapes.preview import captioned_grid, save_png
-    from cm3jax.shapes.score import score, score_scene
     images = draw_captions(model, codec, image_model, [s.caption for s in scenes], contexts)
     if workdir is not None:
         marks = ["OK " if score_scene(s, im).exact else "MISS " for s, im in zip(scenes, images)]
