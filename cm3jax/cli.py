@@ -232,7 +232,7 @@ def _tokenizer_parser(sub) -> None:
 
 def _model_size(args, overrides) -> None:
     from cm3jax.config import load_config
-    from cm3jax.experiment import decoder_config
+    from cm3jax.config import decoder_config
     from cm3jax.model.size import bytes_per_device, count_params
     from cm3jax.sharding import MESH_AXES
     config = load_config(args.config, overrides)

@@ -1,4 +1,7 @@
-"""Experiment configs: `--config experiments/NAME.py:VARIANT` plus `--config.a.b=value` overrides.
+"""Experiment configs: `--config experiments/NAME.py:VARIANT` plus `--config.a.b=value` overrides,
+their JSON round trip (checkpoints record the config they were trained with), and the schema of a
+decoder experiment: every experiments/*.py file builds its config with `decoder_experiment`, so all
+share one key set and an unknown override key is caught.
 
 The parsing is ml_collections' own (`config_flags`), run on a private absl FlagValues
 so every subcommand can take a config without global flag state. Errors become
@@ -8,7 +11,9 @@ valid keys, a value of the wrong type.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import json
 import os
 from typing import Sequence
 
@@ -17,6 +22,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from cm3jax.errors import UserError
+from cm3jax.model.config import DecoderConfig
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -63,3 +69,45 @@ def load_config(config_arg: str, overrides: Sequence[str] = ()) -> ml_collection
         raise UserError(f"Config override failed: {e}") from None
     except (flags.Error, ValueError) as e:
         raise UserError(f"Bad config {config_arg}: {e}") from None
+
+
+def to_json_dict(config: ml_collections.ConfigDict) -> dict:
+    """Plain JSON types only (tuples become lists)."""
+    return json.loads(config.to_json())
+
+
+def from_json_dict(data: dict) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(data)
+
+
+def decoder_experiment(model: dict, train: dict | None = None, paper_params: float | None = None
+                       ) -> ml_collections.ConfigDict:
+    defaults = {f.name: f.default for f in dataclasses.fields(DecoderConfig)
+                if f.default is not dataclasses.MISSING}
+    config = ml_collections.ConfigDict()
+    config.model = ml_collections.ConfigDict({**defaults, **model})
+    config.train = ml_collections.ConfigDict({
+        "seq_len": 512,
+        "warmup_steps": 0,
+        "peak_lr": 1e-3,
+        "end_lr_fraction": 0.1,
+        "optimizer": "adamw",
+        "b1": 0.9,
+        "b2": 0.98,
+        "eps": 1e-8,
+        "weight_decay": 0.1,
+        "clip_norm": 1.0,
+        "z_loss": 0.0,
+        "steps": 0,
+        "batch_size": 8,  # rows of seq_len tokens
+        "seed": 0,
+        "log_every": 50,  # steps per console / TensorBoard line (metrics.jsonl gets every step)
+        **(train or {}),
+    })
+    config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    config.paper_params = paper_params or 0.0  # nominal size in the paper, for the size check
+    return config
+
+
+def decoder_config(config: ml_collections.ConfigDict) -> DecoderConfig:
+    return DecoderConfig.from_dict(config.model.to_dict())

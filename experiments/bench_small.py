@@ -7,7 +7,7 @@ QK-norm, no biases), so that `ChameleonForConditionalGeneration` is the side-by-
 
 import ml_collections
 
-from cm3jax.experiment import decoder_experiment
+from cm3jax.config import decoder_experiment
 
 
 def get_config(variant: str = ""):

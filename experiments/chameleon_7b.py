@@ -3,7 +3,7 @@
     cm3jax model size --config experiments/chameleon_7b.py --mesh 1,8,1
 """
 
-from cm3jax.experiment import decoder_experiment
+from cm3jax.config import decoder_experiment
 
 
 def get_config(variant: str = ""):

@@ -14,7 +14,7 @@ steps, for tests).
 
 import ml_collections
 
-from cm3jax.experiment import decoder_experiment
+from cm3jax.config import decoder_experiment
 
 VARIANTS = ("default", "retrieval", "test", "test_retrieval")
 

@@ -17,7 +17,7 @@ from flax import nnx
 from cm3jax.checkpoints import Checkpoints, Json
 from cm3jax.documents import DocumentCodec, TextSegment
 from cm3jax.errors import UserError
-from cm3jax.experiment import decoder_config
+from cm3jax.config import decoder_config
 from cm3jax.model.decoder import Decoder
 from cm3jax.sampling import prompts
 from cm3jax.sampling.sampler import Generation, generate

@@ -31,7 +31,7 @@ from cm3jax.data.tokenizers import load_codec
 from cm3jax.distributed import maybe_initialize
 from cm3jax.documents import DocumentCodec
 from cm3jax.errors import UserError
-from cm3jax.experiment import decoder_config
+from cm3jax.config import decoder_config
 from cm3jax.fileio import atomic_write_text
 from cm3jax.image_tokenizer.report import save_loss_curves
 from cm3jax.model.decoder import Decoder

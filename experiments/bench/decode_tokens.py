@@ -27,7 +27,7 @@ from flax import nnx
 
 from cm3jax.benchmarking import chameleon_peer, gemv_gb_per_second, machine, time_calls
 from cm3jax.config import load_config
-from cm3jax.experiment import decoder_config
+from cm3jax.config import decoder_config
 from cm3jax.fileio import atomic_write_text
 from cm3jax.model.decoder import Decoder
 from cm3jax.sampling.sampler import generate

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from cm3jax.benchmarking import chameleon_peer, machine, matmul_gflops, time_calls
 from cm3jax.config import load_config
-from cm3jax.experiment import decoder_config
+from cm3jax.config import decoder_config
 from cm3jax.fileio import atomic_write_text
 from cm3jax.hostmem import malloc_environ
 from cm3jax.model.config import DecoderConfig

@@ -4,7 +4,7 @@ import pytest
 
 from cm3jax.cli import main
 from cm3jax.config import load_config
-from cm3jax.experiment import decoder_config
+from cm3jax.config import decoder_config
 from cm3jax.model.size import bytes_per_device, count_params
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from cm3jax.experiment import decoder_config, decoder_experiment
+from cm3jax.config import decoder_config, decoder_experiment
 from cm3jax.model.decoder import Decoder
 from cm3jax.sharding import make_mesh, mesh_context
 from cm3jax.train.optimizer import make_optimizer
