@@ -1,4 +1,4 @@
-"""Ceilings and helpers the benchmark scripts share (../shared/BENCH.md): this machine's f32
+"""Ceilings and helpers the benchmark scripts share (docs/benchmarks.md): this machine's f32
 matmul and gemv rates, measured in the same run as the figures they bound, and the peer model."""
 
 from __future__ import annotations

@@ -19,8 +19,25 @@ import os
 import time
 
 from cm3jax.config import load_config
+from cm3jax.errors import UserError
+from cm3jax.eval.samples import RESULTS_JSON, evaluate_run
+from cm3jax.image_tokenizer.checkpoints import latest_step, load_tokenizer
+from cm3jax.image_tokenizer.pretokenize import MANIFEST as CODES_MANIFEST
+from cm3jax.image_tokenizer.pretokenize import pretokenize
+from cm3jax.image_tokenizer.train import train as train_image_tokenizer
 from cm3jax.report import write_report
-from cm3jax.retrieval.shapes_memory import SPLITS
+from cm3jax.retrieval.clip_train import EVAL_JSON
+from cm3jax.retrieval.clip_train import train as train_clip
+from cm3jax.retrieval.bank import MANIFEST as BANK_MANIFEST
+from cm3jax.retrieval.index import MANIFEST as INDEX_MANIFEST
+from cm3jax.retrieval.neighbours import MANIFEST as NEIGHBOURS_MANIFEST
+from cm3jax.retrieval.select import SelectionOptions
+from cm3jax.retrieval.shapes_memory import SPLITS, make_bank, make_index, make_neighbours
+from cm3jax.shapes.corpus import shapes_corpus
+from cm3jax.shapes.dataset import MANIFEST as SHAPES_MANIFEST
+from cm3jax.shapes.dataset import WorldSpec, make
+from cm3jax.text_tokenizer import train_text_tokenizer
+from cm3jax.train.loop import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {  # demo variant -> (world, VQ-GAN, CLIP, decoder) config variants
@@ -42,27 +59,19 @@ def _stage(name: str, done: bool, run) -> float:
 
 
 def _neighbours_done(directory: str) -> bool:
+    return NEIGHBOURS_MANIFEST.exists(directory) and set(SPLITS) <= set(NEIGHBOURS_MANIFEST.read(directory)["splits"])
+
+
+def _scored(decoder_dir: str) -> bool:
+    """The decoder finished training and its samples were scored (results.json holds both)."""
     try:
-        with open(os.path.join(directory, "cm3jax_neighbours.json")) as f:
-            return set(SPLITS) <= set(json.load(f)["splits"])
-    except (OSError, ValueError, KeyError, TypeError):
+        with open(os.path.join(decoder_dir, RESULTS_JSON)) as f:
+            return "text_to_image" in json.load(f)
+    except (OSError, ValueError):
         return False
 
 
 def run_demo(workdir: str, variant: str = "default") -> dict:
-    from cm3jax.errors import UserError
-    from cm3jax.image_tokenizer.checkpoints import latest_step, load_tokenizer
-    from cm3jax.image_tokenizer.pretokenize import pretokenize
-    from cm3jax.image_tokenizer.train import train as train_image_tokenizer
-    from cm3jax.retrieval.clip_train import EVAL_JSON
-    from cm3jax.retrieval.clip_train import train as train_clip
-    from cm3jax.retrieval.select import SelectionOptions
-    from cm3jax.retrieval.shapes_memory import make_bank, make_index, make_neighbours
-    from cm3jax.shapes.dataset import WorldSpec, make
-    from cm3jax.text_tokenizer import shapes_corpus, train_text_tokenizer
-    from cm3jax.eval.samples import evaluate_run
-    from cm3jax.train.loop import train
-
     if variant not in VARIANTS:
         raise UserError(f"Unknown demo variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
     world_variant, vq_variant, clip_variant, decoder_variant = VARIANTS[variant]
@@ -84,32 +93,29 @@ def run_demo(workdir: str, variant: str = "default") -> dict:
     # excluded by id instead.
     selection = SelectionOptions(k=2, candidates=32, max_relevance=None)
 
-    def done(path: str, marker: str) -> bool:
-        return os.path.exists(os.path.join(path, marker))
-
     timings = {
-        "shapes": _stage("make the Shapes world", done(paths["shapes"], "cm3jax_shapes.json"),
+        "shapes": _stage("make the Shapes world", SHAPES_MANIFEST.exists(paths["shapes"]),
                          lambda: make(paths["shapes"], WorldSpec(**world))),
         "text_tokenizer": _stage("train the text tokenizer", os.path.exists(paths["text"]),
                                  lambda: train_text_tokenizer(shapes_corpus(world.num_train), 512).save(paths["text"])),
         "image_tokenizer": _stage("train the VQ-GAN", latest_step(paths["vqgan"]) == vq_config.training.steps,
                                   lambda: train_image_tokenizer(vq_config, paths["vqgan"])),
-        "pretokenize": _stage("pretokenize every image", done(paths["codes"], "cm3jax_codes.json"),
+        "pretokenize": _stage("pretokenize every image", CODES_MANIFEST.exists(paths["codes"]),
                               lambda: pretokenize(paths["shapes"], paths["codes"], load_tokenizer(paths["vqgan"])[0])),
-        "clip": _stage("train the retriever's CLIP", done(paths["clip"], EVAL_JSON),
+        "clip": _stage("train the retriever's CLIP", os.path.exists(os.path.join(paths["clip"], EVAL_JSON)),
                        lambda: train_clip(clip_config, paths["clip"])),
-        "bank": _stage("embed the memory bank", done(paths["bank"], "cm3jax_bank.json"),
+        "bank": _stage("embed the memory bank", BANK_MANIFEST.exists(paths["bank"]),
                        lambda: make_bank(paths["clip"], paths["shapes"], paths["codes"], paths["text"], paths["vqgan"],
                                          paths["bank"])),
-        "index": _stage("index the memory bank", done(paths["index"], "cm3jax_index.json"),
+        "index": _stage("index the memory bank", INDEX_MANIFEST.exists(paths["index"]),
                         lambda: make_index(paths["bank"], paths["index"])),
         "neighbours": _stage("retrieve every example's neighbours", _neighbours_done(paths["neighbours"]),
                              lambda: make_neighbours(paths["index"], paths["shapes"], SPLITS,
                                                      paths["neighbours"], selection)),
-        "decoder": _stage("train the decoder", done(paths["decoder"], "results.json"),
+        "decoder": _stage("train the decoder and score its samples", _scored(paths["decoder"]),
                           lambda: (train(decoder_config, paths["decoder"]), evaluate_run(paths["decoder"]))),
     }
-    with open(os.path.join(paths["decoder"], "results.json")) as f:
+    with open(os.path.join(paths["decoder"], RESULTS_JSON)) as f:
         results = json.load(f)
     with open(os.path.join(paths["clip"], EVAL_JSON)) as f:
         results["retriever"] = json.load(f)

@@ -1,10 +1,13 @@
-"""Writes that leave nothing half-written: a temporary file beside the target, then a rename."""
+"""Writes that leave nothing half-written: a temporary file (or directory) beside the target,
+then a rename."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 
 def _umask() -> int:
@@ -33,3 +36,26 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def is_empty_or_absent(directory: str) -> bool:
+    return not (os.path.isdir(directory) and os.listdir(directory))
+
+
+@contextlib.contextmanager
+def built_aside(out_dir: str, prefix: str) -> Iterator[str]:
+    """Yields a new staging directory beside `out_dir`. When the block succeeds the staging
+    directory replaces `out_dir`, which must then be absent or empty; when it fails the staging
+    directory is deleted and `out_dir` is left as it was."""
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=prefix)
+    try:
+        yield staging
+        if os.path.isdir(out_dir):
+            os.rmdir(out_dir)
+        os.chmod(staging, 0o755)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

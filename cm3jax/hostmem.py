@@ -7,11 +7,14 @@ threads, from a fresh mmap and unmaps it on free, so every step faults all of it
 machine. With one malloc arena, no mmap'd blocks and no trimming, freed blocks stay in the
 heap and the next step reuses them without a fault (the step takes ~3.2 s instead of ~3.9 s).
 The process keeps its peak heap until it exits, as pooling allocators do. glibc reads these
-settings only at process start, hence the re-exec.
+settings only at process start, hence the re-exec. Measured on XLA:CPU only, so a process that
+may run JAX on an accelerator (JAX_PLATFORMS naming one, or a GPU/TPU plugin installed) is left
+as it is.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import sys
@@ -23,13 +26,25 @@ TUNABLES = {
     "glibc.malloc.trim_threshold": str(1 << 40),  # ... and free never hands the heap's top back
 }
 OPT_OUT = "CM3JAX_SYSTEM_MALLOC"  # "1": leave malloc as the environment has it
+ACCELERATOR_MODULES = ("jax_plugins", "libtpu", "jax_cuda12_plugin", "jax_cuda13_plugin")  # JAX's GPU/TPU plugins
+
+
+def may_use_accelerator(environ: Mapping[str, str]) -> bool:
+    """Whether JAX could pick a backend other than the CPU in a process with this environment
+    (decided without importing JAX, which would start its backends)."""
+    platforms = environ.get("JAX_PLATFORMS", "")
+    if platforms:
+        return any(p.strip() not in ("", "cpu") for p in platforms.split(","))
+    return any(importlib.util.find_spec(name) is not None for name in ACCELERATOR_MODULES)
 
 
 def malloc_environ(environ: Mapping[str, str]) -> dict[str, str] | None:
     """`environ` with TUNABLES added to GLIBC_TUNABLES, or None when there is nothing to add
-    (not glibc, every setting already there, or CM3JAX_SYSTEM_MALLOC=1). Settings the
-    environment already has, with any value, are the user's and stay as they are."""
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc" or environ.get(OPT_OUT) == "1":
+    (not glibc, JAX may use an accelerator, every setting already there, or
+    CM3JAX_SYSTEM_MALLOC=1). Settings the environment already has, with any value, are the
+    user's and stay as they are."""
+    if (sys.platform != "linux" or platform.libc_ver()[0] != "glibc" or environ.get(OPT_OUT) == "1"
+            or may_use_accelerator(environ)):
         return None
     current = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
     present = {t.split("=", 1)[0] for t in current}

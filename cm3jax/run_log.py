@@ -1,4 +1,4 @@
-"""WORKDIR/metrics.jsonl of a training run (image tokenizer or decoder): one JSON record per
+"""WORKDIR/metrics.jsonl of a training run (VQ-GAN, CLIP or decoder): one JSON record per
 logged step, eval and run end. A resumed run first drops the records of steps its checkpoint
 does not cover, so the file reads as one run."""
 

@@ -35,6 +35,7 @@ RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("vocab", "tensor"),
     ("position", None),
     ("norm", None),
+    ("layers", None),  # scan_layers' stacked blocks: unsplit, a device holds its shard of every layer
 )
 
 

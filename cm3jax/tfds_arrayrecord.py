@@ -1,21 +1,18 @@
-"""TFDS datasets in ArrayRecord, written without TensorFlow and never half-written.
+"""TFDS datasets in ArrayRecord, written without TensorFlow.
 
-A dataset directory holds a JSON manifest (what determines its bytes) beside the TFDS data
-directory; it is built in a staging directory next to its destination and renamed into place
-only once complete. Examples are encoded with the features' `encode_example`, serialized with
-TFDS's `ExampleSerializer` and written with array_record's writer, one shard per split.
+Examples are encoded with the features' `encode_example`, serialized with TFDS's
+`ExampleSerializer` and written with array_record's writer, one shard per split. Build the
+dataset directory aside (`fileio.built_aside`) with its manifest (`manifest.ManifestSpec`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import shutil
-import tempfile
-from typing import Iterator
+from typing import Iterable
 
 import tensorflow_datasets as tfds
+from array_record.python import array_record_module
+from tensorflow_datasets.core import example_serializer as serializers
 
 FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 
@@ -25,49 +22,35 @@ def shard_path(data_dir: str, name: str, split: str) -> str:
     return os.path.join(data_dir, f"{name}-{split}.array_record-00000-of-00001")
 
 
-def example_serializer(features: tfds.features.FeaturesDict):
-    from tensorflow_datasets.core import example_serializer as serializers
+def example_serializer(features: tfds.features.FeaturesDict) -> serializers.ExampleSerializer:
     return serializers.ExampleSerializer(features.get_serialized_info())
 
 
-def record_writer(path: str):
+def record_writer(path: str) -> array_record_module.ArrayRecordWriter:
     """An ArrayRecord writer with one record per group (fast random access); close it when done."""
-    from array_record.python import array_record_module
     return array_record_module.ArrayRecordWriter(path, "group_size:1")
 
 
-def read_manifest(directory: str, filename: str) -> dict | None:
-    """The manifest `filename` in `directory` as written by `write_manifest`, or None if absent."""
-    path = os.path.join(directory, filename)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def write_manifest(directory: str, filename: str, manifest: dict) -> None:
-    with open(os.path.join(directory, filename), "w") as f:
-        json.dump(manifest, f, indent=2)
-
-
-def is_empty_or_absent(directory: str) -> bool:
-    return not (os.path.isdir(directory) and os.listdir(directory))
-
-
-@contextlib.contextmanager
-def built_aside(out_dir: str, prefix: str) -> Iterator[str]:
-    """Yields a new staging directory beside `out_dir`. When the block succeeds the staging
-    directory replaces `out_dir`, which must then be absent or empty; when it fails the staging
-    directory is deleted and `out_dir` is left as it was."""
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=prefix)
+def write_split(data_dir: str, name: str, split: str, records: Iterable[bytes]) -> tfds.core.SplitInfo:
+    """Writes serialized examples as the single shard of `split`; returns its SplitInfo."""
+    path = shard_path(data_dir, name, split)
+    writer = record_writer(path)
+    count = 0
     try:
-        yield staging
-        if os.path.isdir(out_dir):
-            os.rmdir(out_dir)
-        os.chmod(staging, 0o755)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        for record in records:
+            writer.write(record)
+            count += 1
+    finally:
+        writer.close()
+    return tfds.core.SplitInfo(name=split, shard_lengths=[count], num_bytes=os.path.getsize(path))
+
+
+def write_metadata(data_dir: str, features: tfds.features.FeaturesDict, split_infos: list[tfds.core.SplitInfo],
+                   version: str, description: str, metadata: dict) -> None:
+    """TFDS's dataset_info.json and features.json, so `tfds.builder_from_directory(data_dir)` reads
+    the splits back in the order they were written."""
+    tfds.folder_dataset.write_metadata(
+        data_dir=data_dir, features=features, split_infos=split_infos, version=version,
+        filename_template=FILENAME_TEMPLATE, check_data=False, description=description,
+        metadata=tfds.core.MetadataDict(**metadata), disable_shuffling=True,
+    )

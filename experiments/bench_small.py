@@ -1,4 +1,4 @@
-"""bench-small (../shared/BENCH.md): the shared speed config, exactly expressible as a Hugging Face
+"""bench-small (docs/benchmarks.md): the shared speed config, exactly expressible as a Hugging Face
 `ChameleonConfig` (vocab 16384, width 512, 8 layers of 8 heads, SwiGLU 1408, RMSNorm, RoPE,
 QK-norm, no biases), so that `ChameleonForConditionalGeneration` is the side-by-side peer.
 

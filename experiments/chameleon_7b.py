@@ -11,7 +11,7 @@ def get_config(variant: str = ""):
     return decoder_experiment(
         model=dict(vocab_size=65_536, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, mlp_hidden=11_008,
                    norm="rmsnorm", mlp="swiglu", positions="rope", rope_theta=10_000.0, qk_norm=True,
-                   max_seq_len=4096),
+                   max_seq_len=4096, scan_layers=True),
         train=dict(seq_len=4096, z_loss=1e-5),
         paper_params=7e9,
     )

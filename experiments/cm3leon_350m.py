@@ -17,7 +17,7 @@ def get_config(variant: str = ""):
     del variant
     return decoder_experiment(
         model=dict(vocab_size=56_320, d_model=1024, n_layers=24, n_heads=16, mlp_hidden=4096,
-                   tie_embeddings=True, max_seq_len=4096),
+                   tie_embeddings=True, max_seq_len=4096, scan_layers=True),
         train=dict(batch_size=2048, seq_len=4096, steps=STEPS, warmup_steps=1500,
                    peak_lr=6e-4),
         paper_params=350e6,

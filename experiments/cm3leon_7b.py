@@ -16,7 +16,7 @@ def get_config(variant: str = ""):
     del variant
     return decoder_experiment(
         model=dict(vocab_size=56_320, d_model=4096, n_layers=32, n_heads=32, mlp_hidden=16_384,
-                   tie_embeddings=True, max_seq_len=4096),
+                   tie_embeddings=True, max_seq_len=4096, scan_layers=True),
         train=dict(batch_size=2048, seq_len=4096, steps=STEPS, warmup_steps=1500,
                    peak_lr=1.2e-4),
         paper_params=7e9,

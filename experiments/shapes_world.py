@@ -1,4 +1,4 @@
-"""The Shapes world data set (../shared/SHAPES.md): how many scenes of each split, seed, resolution.
+"""The Shapes world data set (docs/shapes.md): how many scenes of each split, seed, resolution.
 
     cm3jax shapes make --config experiments/shapes_world.py:default --out data/shapes
     cm3jax shapes make --config experiments/shapes_world.py:bench --out /tmp/shapes100k --config.workers=2

@@ -4,7 +4,8 @@ from hypothesis import given, settings, strategies as st
 
 from cm3jax.documents import DocumentCodec, ImageSegment, SpecialToken, TextSegment
 from cm3jax.errors import UserError
-from cm3jax.text_tokenizer import shapes_corpus, train_text_tokenizer
+from cm3jax.shapes.corpus import shapes_corpus
+from cm3jax.text_tokenizer import train_text_tokenizer
 from cm3jax.vocab import SPECIALS, MultimodalVocab
 
 GRID = (8, 8)

@@ -1,7 +1,8 @@
 import pytest
 
 from cm3jax.errors import UserError
-from cm3jax.text_tokenizer import TextTokenizer, shapes_corpus, train_text_tokenizer
+from cm3jax.shapes.corpus import shapes_corpus
+from cm3jax.text_tokenizer import TextTokenizer, train_text_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -1,36 +1,28 @@
 import os
-import stat
 
-import pytest
+import numpy as np
+import tensorflow_datasets as tfds
 
-from cm3jax.tfds_arrayrecord import built_aside, is_empty_or_absent, read_manifest, write_manifest
+from cm3jax.tfds_arrayrecord import example_serializer, shard_path, write_metadata, write_split
 
-
-@pytest.mark.parametrize("exists_empty", [False, True])
-def test_a_built_directory_replaces_an_absent_or_empty_one(tmp_path, exists_empty):
-    out = tmp_path / "out"
-    if exists_empty:
-        out.mkdir()
-    with built_aside(str(out), prefix=".tmp-test-") as staging:
-        write_manifest(staging, "m.json", {"a": [1, 2]})
-        assert not (out / "m.json").exists()  # nothing visible until the block ends
-    assert read_manifest(str(out), "m.json") == {"a": [1, 2]}
-    assert sorted(os.listdir(tmp_path)) == ["out"]
-    assert stat.S_IMODE(os.stat(out).st_mode) == 0o755
+FEATURES = tfds.features.FeaturesDict({"id": tfds.features.Text(),
+                                       "x": tfds.features.Tensor(shape=(2,), dtype=np.int32, encoding="bytes")})
 
 
-def test_a_failed_build_leaves_the_destination_as_it_was(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    with pytest.raises(RuntimeError, match="boom"):
-        with built_aside(str(out), prefix=".tmp-test-") as staging:
-            write_manifest(staging, "m.json", {})
-            raise RuntimeError("boom")
-    assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(out) == []
-
-
-def test_manifests_and_emptiness(tmp_path):
-    assert read_manifest(str(tmp_path), "m.json") is None
-    assert is_empty_or_absent(str(tmp_path)) and is_empty_or_absent(str(tmp_path / "missing"))
-    (tmp_path / "x").write_text("")
-    assert not is_empty_or_absent(str(tmp_path))
+def test_written_splits_read_back_in_order(tmp_path):
+    data_dir = str(tmp_path / "toy" / "1.0.0")
+    os.makedirs(data_dir)
+    serializer = example_serializer(FEATURES)
+    examples = [{"id": f"e{i}", "x": np.array([i, -i], np.int32)} for i in range(5)]
+    infos = [write_split(data_dir, "toy", split, (serializer.serialize_example(FEATURES.encode_example(e))
+                                                  for e in chosen))
+             for split, chosen in (("train", examples), ("eval", examples[:2]))]
+    assert [i.num_examples for i in infos] == [5, 2]
+    assert os.path.isfile(shard_path(data_dir, "toy", "train"))
+    write_metadata(data_dir, FEATURES, infos, "1.0.0", "a toy", {"made_by": "test"})
+    builder = tfds.builder_from_directory(data_dir)
+    assert builder.info.metadata["made_by"] == "test"
+    source = builder.as_data_source(split="train")
+    assert [source[i]["id"] for i in range(len(source))] == [f"e{i}".encode() for i in range(5)]
+    np.testing.assert_array_equal(source[3]["x"], [3, -3])
+    assert len(builder.as_data_source(split="eval")) == 2

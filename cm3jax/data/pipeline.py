@@ -35,7 +35,7 @@ class ObjectiveConfig:
 def to_training_example(document, codec: DocumentCodec, objective: ObjectiveConfig, seq_len: int,
                         rng: np.random.Generator, context: Sequence[np.ndarray] = ()) -> dict[str, np.ndarray]:
     """One document as next-token inputs/targets/weights, after the retrieved documents in
-    `context` (`doc <eos> doc <eos> query`, PAPER.md). The objective masks the whole sequence;
+    `context` (`doc <eos> doc <eos> query`, docs/paper.md). The objective masks the whole sequence;
     when it does not fit in seq_len, retrieved documents go first (the last, least relevant, one
     first), then the CM3 spans' sentinels (the document trains causally); a query that alone does
     not fit is an error."""

@@ -25,12 +25,13 @@ from cm3jax.documents import DocumentCodec
 from cm3jax.fileio import atomic_write_text
 from cm3jax.image_tokenizer.codec import decode_codes
 from cm3jax.retrieval.shapes_memory import retrieval_inputs
-from cm3jax.sampling.inference import Pipeline, with_context
+from cm3jax.sampling.inference import TrainedDecoder, with_context
 from cm3jax.sampling.sampler import generate
 from cm3jax.sampling.strategies import SamplingSettings
 from cm3jax.shapes.dataset import data_source, scene_of
 from cm3jax.shapes.preview import captioned_grid, save_png
 from cm3jax.shapes.score import score, score_scene
+from cm3jax.train.loop import RESULTS_JSON
 
 SCORE_KEYS = ("exact_match", "color", "shape", "size", "position", "count")
 EMBLEM_KEYS = ("emblem_pixel_accuracy", "emblem_exact_match")
@@ -52,13 +53,10 @@ def draw_captions(model, codec: DocumentCodec, image_model, captions: Sequence[s
     return decode_codes(image_model, codes.reshape(len(captions), *codec.grid))
 
 
-RESULTS_JSON = "results.json"
-
-
 def evaluate_run(workdir: str, write: bool = True) -> dict:
     """Scores the newest checkpoint of a `cm3jax train` run (retrieval as its config has it);
     with `write`, draws the grids into the workdir and merges the scores into its results.json."""
-    trained = Pipeline.load(workdir)
+    trained = TrainedDecoder.load(workdir)
     retrieval = retrieval_inputs(trained.config, trained.codec)
     results = evaluate(trained.config, trained.codec, trained.image_model, trained.model,
                        workdir if write else None, retrieval)

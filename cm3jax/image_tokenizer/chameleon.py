@@ -11,19 +11,22 @@ a full Chameleon checkpoint. Both use taming's tensor names, so one loader serve
 from __future__ import annotations
 
 import dataclasses
-import glob
-import json
 import os
+import pickle
 import re
 from typing import Any, Iterable, Mapping
 
 import jax.numpy as jnp
 import numpy as np
+import yaml
 from flax import nnx
 
+from cm3jax import safetensors_io
 from cm3jax.errors import UserError
 from cm3jax.fileio import atomic_write_bytes
-from cm3jax.image_tokenizer.model import VQGAN, Decoder, VQGANConfig
+from cm3jax.image_tokenizer.model import VQGAN, PixelDecoder, VQGANConfig
+from cm3jax.manifest import read_json
+from cm3jax.safetensors_io import Entry
 
 # taming's `Normalize` and HF's port both hard-code GroupNorm(32 groups).
 TAMING_NORM_GROUPS = 32
@@ -61,8 +64,6 @@ def _required(mapping: Mapping, key: str, source: str) -> Any:
 
 def config_from_taming_yaml(path: str) -> VQGANConfig:
     """The `VQGANConfig` of a taming `VQModel` described by `vqgan.yaml` (model.params)."""
-    import yaml  # PyYAML arrives with flax
-
     try:
         doc = yaml.safe_load(_read_text(path, "taming config"))
     except yaml.YAMLError as e:
@@ -113,12 +114,8 @@ def config_from_hf(source: str | Mapping[str, Any]) -> VQGANConfig:
         raw, where = dict(source), "Chameleon VQ config"
     else:
         where = os.path.join(source, "config.json") if os.path.isdir(source) else source
-        try:
-            raw = json.loads(_read_text(where, "Hugging Face config"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where} is not valid JSON: {e}") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"{where} does not hold a JSON object.")
+        raw = read_json(where, "Hugging Face config", "pass the config.json of a ChameleonVQVAE or Chameleon "
+                        "checkpoint")
     if isinstance(raw.get("vq_config"), Mapping):
         raw = dict(raw["vq_config"])
     c = {**_HF_DEFAULTS, **{k: v for k, v in raw.items() if k in _HF_DEFAULTS}}
@@ -197,60 +194,6 @@ class ImportedVQGAN(VQGAN):
         self.decoder_loaded = decoder_loaded
 
 
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-    file: str
-    key: str
-    shape: tuple[int, ...]
-    dtype: str
-
-
-def _safetensors_files(path: str) -> list[str]:
-    """The file itself, the shards an index names, or the .safetensors files of a directory."""
-    if os.path.isdir(path):
-        index = os.path.join(path, "model.safetensors.index.json")
-        if os.path.isfile(index):
-            return _files_of_index(index)
-        files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
-        if not files:
-            raise UserError(f"{path} holds no .safetensors files; pass the weights file itself.")
-        return files
-    if not os.path.isfile(path):
-        raise UserError(f"Weights file {path} does not exist; check the path.")
-    return _files_of_index(path) if path.endswith(".json") else [path]
-
-
-def _files_of_index(index: str) -> list[str]:
-    try:
-        weight_map = json.loads(_read_text(index, "safetensors index"))["weight_map"]
-        names = sorted(set(weight_map.values()))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-        raise UserError(f"{index} is not a safetensors index (a JSON object with a weight_map).") from None
-    return [os.path.join(os.path.dirname(index), name) for name in names]
-
-
-def _open(file: str):
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        return safe_open(file, framework="flax")
-    except FileNotFoundError:
-        raise UserError(f"Weights file {file} does not exist; check the path.") from None
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{file} is not a readable safetensors file ({e}); it may be truncated or "
-                        "corrupt: download or convert it again.") from None
-
-
-def _entries(files: Iterable[str]) -> dict[str, _Entry]:
-    entries = {}
-    for file in files:
-        with _open(file) as f:
-            for key in f.keys():
-                s = f.get_slice(key)
-                entries[key] = _Entry(file, key, tuple(s.get_shape()), s.get_dtype())
-    return entries
-
-
 def _resolve_prefix(names: Iterable[str], prefix: str | None) -> str:
     if prefix is None:
         return FULL_CHECKPOINT_PREFIX if any(n.startswith(FULL_CHECKPOINT_PREFIX) for n in names) else ""
@@ -263,7 +206,7 @@ def _listing(names: Iterable[str]) -> str:
     return ", ".join(names[:_MAX_LISTED]) + more
 
 
-def _check_against(path: str, prefix: str, found: dict[str, _Entry],
+def _check_against(path: str, prefix: str, found: dict[str, Entry],
                    wanted: dict[str, tuple[nnx.Param, Layout]]) -> set[str]:
     """Raise a UserError naming every missing, unexpected or mis-shaped tensor, except a wholly
     absent decoder: return the names of those (empty when the file holds a decoder)."""
@@ -289,22 +232,14 @@ def _check_against(path: str, prefix: str, found: dict[str, _Entry],
     return absent_decoder
 
 
-def _fill(found: dict[str, _Entry], wanted: dict[str, tuple[nnx.Param, Layout]]) -> None:
-    by_file: dict[str, list[str]] = {}
-    for name in wanted.keys() & found.keys():
-        by_file.setdefault(found[name].file, []).append(name)
-    for file, names in by_file.items():
-        with _open(file) as f:
-            for name in names:
-                var, layout = wanted[name]
-                try:
-                    # The flax framework reads bfloat16 too; layout changes then run in numpy,
-                    # so loading compiles nothing.
-                    tensor = np.asarray(f.get_tensor(found[name].key)).astype(np.float32)
-                except Exception as e:  # safetensors raises its own error types for bad data
-                    raise UserError(f"Cannot read {found[name].key} from {file} ({e}); the file "
-                                    "may be corrupt.") from None
-                var.set_value(jnp.asarray(np.ascontiguousarray(layout.to_flax(tensor))))
+def _fill(found: dict[str, Entry], wanted: dict[str, tuple[nnx.Param, Layout]]) -> None:
+    names = sorted(wanted.keys() & found.keys())
+    tensors = safetensors_io.read(found[name] for name in names)
+    for name in names:
+        var, layout = wanted[name]
+        # Layout changes run in numpy, so loading compiles nothing.
+        tensor = np.asarray(tensors[found[name].key]).astype(np.float32)
+        var.set_value(jnp.asarray(np.ascontiguousarray(layout.to_flax(tensor))))
 
 
 def load_safetensors(path: str, config: VQGANConfig, prefix: str | None = None, *,
@@ -321,7 +256,7 @@ def load_safetensors(path: str, config: VQGANConfig, prefix: str | None = None, 
         raise UserError(f"config.norm_groups is {config.norm_groups}, but taming and Hugging Face "
                         f"normalise with {TAMING_NORM_GROUPS} groups; build the config with "
                         "config_from_taming_yaml or config_from_hf.")
-    entries = _entries(_safetensors_files(path))
+    entries = safetensors_io.entries(safetensors_io.weight_files(path))
     prefix = _resolve_prefix(entries, prefix)
     found = {k[len(prefix):]: e for k, e in entries.items() if k.startswith(prefix)}
 
@@ -344,7 +279,7 @@ def load_safetensors(path: str, config: VQGANConfig, prefix: str | None = None, 
                         "original taming vqgan.ckpt with convert_taming_ckpt for the full model.")
     _fill(found, wanted)
     if absent_decoder:
-        model.decoder = Decoder(config, nnx.Rngs(seed))
+        model.decoder = PixelDecoder(config, nnx.Rngs(seed))
     model.decoder_loaded = not absent_decoder
     return model
 
@@ -359,6 +294,7 @@ class Conversion:
 
 
 def _import_torch():
+    """torch, which only the .ckpt conversion needs (an optional extra, so imported here)."""
     try:
         import torch
     except ImportError:
@@ -369,8 +305,6 @@ def _import_torch():
 
 
 def _load_ckpt(torch, ckpt_path: str) -> dict:
-    import pickle
-
     if not os.path.isfile(ckpt_path):
         raise UserError(f"Checkpoint {ckpt_path} does not exist; check the path.")
     try:
@@ -395,7 +329,7 @@ def convert_taming_ckpt(ckpt_path: str, out_path: str) -> Conversion:
     `out_path`, in torch layout under taming's names, as float32, leaving out training-only
     tensors. Read the result with `load_safetensors` and `config_from_taming_yaml`."""
     torch = _import_torch()
-    from safetensors.torch import save
+    from safetensors.torch import save  # needs torch, which only this conversion does
 
     payload = _load_ckpt(torch, ckpt_path)
     state_dict = payload.get("state_dict", payload) if isinstance(payload, dict) else None

@@ -135,7 +135,9 @@ class Mid(nnx.Module):
         return self.block_2(self.attn_1(self.block_1(x)))
 
 
-class Encoder(nnx.Module):
+class PixelEncoder(nnx.Module):
+    """Pixels [B, R, R, 3] in [-1, 1] -> latents [B, R/f, R/f, z_channels] (taming's Encoder)."""
+
     def __init__(self, config: VQGANConfig, rngs: nnx.Rngs):
         ch, mults = config.base_channels, config.channel_multipliers
         self.conv_in = _conv(config.in_channels, ch, 3, rngs)
@@ -163,9 +165,9 @@ class Encoder(nnx.Module):
         return self.conv_out(nnx.swish(self.norm_out(self.mid(h))))
 
 
-class Decoder(nnx.Module):
-    """Levels are stored lowest resolution last (`up[0]` is the full-resolution level), as in
-    taming, and run from the last to the first."""
+class PixelDecoder(nnx.Module):
+    """Quantized latents -> pixels (taming's Decoder). Levels are stored lowest resolution last
+    (`up[0]` is the full-resolution level), as in taming, and run from the last to the first."""
 
     def __init__(self, config: VQGANConfig, rngs: nnx.Rngs):
         ch, mults = config.base_channels, config.channel_multipliers
@@ -255,11 +257,11 @@ class VectorQuantizer(nnx.Module):
 class VQGAN(nnx.Module):
     def __init__(self, config: VQGANConfig, rngs: nnx.Rngs):
         self.config = config
-        self.encoder = Encoder(config, rngs)
+        self.encoder = PixelEncoder(config, rngs)
         self.quant_conv = _conv(config.z_channels, config.embed_dim, 1, rngs)
         self.quantize = VectorQuantizer(config, rngs)
         self.post_quant_conv = _conv(config.embed_dim, config.z_channels, 1, rngs)
-        self.decoder = Decoder(config, rngs)
+        self.decoder = PixelDecoder(config, rngs)
 
     def encode(self, images_BHWC: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """(z_q [B, h, w, D], codes int32 [B, h, w], quantisation loss) of images in [-1, 1]."""

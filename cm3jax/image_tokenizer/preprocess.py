@@ -96,32 +96,42 @@ def resize_and_centre_crop(image: Image.Image, resolution: int) -> Image.Image:
     return image.crop((left, top, left + resolution, top + resolution))
 
 
-def to_unit_range(pixels_uint8: np.ndarray) -> np.ndarray:
-    """float32 in [-1, 1] from uint8 pixel values: v / 127.5 - 1."""
-    return np.asarray(pixels_uint8).astype(np.float32) / np.float32(127.5) - np.float32(1)
+def to_unit_range(pixels_uint8):
+    """float32 in [-1, 1] from uint8 pixel values (a NumPy or JAX array): v / 127.5 - 1."""
+    return pixels_uint8.astype(np.float32) / np.float32(127.5) - np.float32(1)
 
 
-def preprocess(image: Image.Image, resolution: int) -> np.ndarray:
-    """float32 [R, R, 3] in [-1, 1]: the VQ-GAN input for `image` at resolution R (steps 1-4 of
-    this module's docstring). Images smaller than R on their shorter side are upscaled."""
+def prepare(image: Image.Image, resolution: int) -> np.ndarray:
+    """uint8 [R, R, 3]: `image` as RGB, resized and centre-cropped to resolution R (steps 1-3 of
+    this module's docstring), what `codec.encode_images` takes. Images smaller than R on their
+    shorter side are upscaled."""
     if not isinstance(image, Image.Image):
-        raise UserError(f"preprocess takes a PIL image, got {type(image).__name__}; "
+        raise UserError(f"Image preparation takes a PIL image, got {type(image).__name__}; "
                         f"read files with load_image(path) first.")
     if not isinstance(resolution, (int, np.integer)) or resolution < 1:
         raise UserError(f"resolution must be a positive whole number of pixels, got {resolution!r}.")
     if min(image.size) < 1:
         raise UserError(f"The image has no pixels (size {image.size[0]}x{image.size[1]}).")
-    square = resize_and_centre_crop(to_rgb(image), int(resolution))
-    return to_unit_range(np.asarray(square))
+    return np.asarray(resize_and_centre_crop(to_rgb(image), int(resolution)))
+
+
+def prepare_batch(images: Sequence[ImageSource | Image.Image], resolution: int) -> np.ndarray:
+    """uint8 [N, R, R, 3]: `prepare` of each image, given as a PIL image, a path or bytes."""
+    arrays = [prepare(item if isinstance(item, Image.Image) else load_image(item), resolution) for item in images]
+    if not arrays:
+        return np.zeros((0, resolution, resolution, 3), np.uint8)
+    return np.stack(arrays)
+
+
+def preprocess(image: Image.Image, resolution: int) -> np.ndarray:
+    """float32 [R, R, 3] in [-1, 1]: the VQ-GAN input for `image` at resolution R (steps 1-4 of
+    this module's docstring)."""
+    return to_unit_range(prepare(image, resolution))
 
 
 def preprocess_batch(images: Sequence[ImageSource | Image.Image], resolution: int) -> np.ndarray:
     """float32 [N, R, R, 3]: `preprocess` of each image, given as a PIL image, a path or bytes."""
-    arrays = [preprocess(item if isinstance(item, Image.Image) else load_image(item), resolution)
-              for item in images]
-    if not arrays:
-        return np.zeros((0, resolution, resolution, 3), np.float32)
-    return np.stack(arrays)
+    return to_unit_range(prepare_batch(images, resolution))
 
 
 def postprocess(images_in_unit_range: np.ndarray) -> np.ndarray:

@@ -28,12 +28,17 @@ from tqdm import tqdm
 
 from cm3jax import tfds_arrayrecord
 from cm3jax.errors import UserError
-from cm3jax.image_tokenizer.preprocess import preprocess_batch, to_unit_range
+from cm3jax.fileio import built_aside
+from cm3jax.image_tokenizer.codec import ImageEncoder
+from cm3jax.image_tokenizer.preprocess import prepare_batch
+from cm3jax.manifest import ManifestSpec
 from cm3jax.shapes import dataset as shapes_dataset
 
 NAME = "image_codes"
 VERSION = "1.0.0"
-MANIFEST = "cm3jax_codes.json"
+MANIFEST = ManifestSpec("cm3jax_codes.json", "image-code dataset",
+                        "`cm3jax tokenizer pretokenize --source SOURCE --tokenizer TOKENIZER --out {directory}`",
+                        keys=("tokenizer.fingerprint", "source", "resolution", "grid", "splits"))
 FOLDER_SPLIT = "train"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # codes field -> Shapes image field it encodes
@@ -70,47 +75,13 @@ def _as_json(value):
     return json.loads(json.dumps(value))
 
 
-# ----------------------------------------------------------------------------- batched encoding
-
-class BatchEncoder:
-    """Codes of images through one compiled function: every batch is padded to `batch_size`,
-    so the function compiles once. Calls return before the work is done (JAX dispatches
-    asynchronously); `np.asarray` on the result waits for it."""
-
-    def __init__(self, model: nnx.Module, batch_size: int):
-        if batch_size < 1:
-            raise UserError(f"batch_size must be at least 1, got {batch_size}.")
-        self.batch_size = batch_size
-        self.compilations = 0
-        graphdef, self._state = nnx.split(model)
-
-        def codes_of(state, images_BHWC: jax.Array) -> jax.Array:
-            self.compilations += 1  # runs only while tracing
-            return nnx.merge(graphdef, state).encode(images_BHWC)[1]
-
-        self._codes_of = jax.jit(codes_of)
-
-    def __call__(self, images_NHWC: np.ndarray) -> jax.Array:
-        """int32 [batch_size, h, w] codes of images in [-1, 1]; rows past N encode padding."""
-        n = len(images_NHWC)
-        if n > self.batch_size:
-            raise ValueError(f"{n} images passed to an encoder of batch size {self.batch_size}.")
-        padded = np.zeros((self.batch_size, *images_NHWC.shape[1:]), np.float32)
-        padded[:n] = images_NHWC
-        return self._codes_of(self._state, padded)
-
-    def grid(self, resolution: int) -> tuple[int, int]:
-        images = jax.ShapeDtypeStruct((self.batch_size, resolution, resolution, 3), np.float32)
-        return tuple(jax.eval_shape(self._codes_of, self._state, images).shape[1:])
-
-
 # ----------------------------------------------------------------------------- sources
 
 @dataclasses.dataclass(frozen=True)
 class SplitReader:
     name: str
     size: int
-    # examples [start, stop) -> (their ids, {codes field: float32 [n, R, R, 3] in [-1, 1]})
+    # examples [start, stop) -> (their ids, {codes field: uint8 [n, R, R, 3]})
     read: Callable[[int, int], tuple[list[str], dict[str, np.ndarray]]]
 
 
@@ -134,19 +105,16 @@ def shapes_source(shapes_dir: str) -> Source:
         def read(start: int, stop: int, data=data) -> tuple[list[str], dict[str, np.ndarray]]:
             examples = data.__getitems__(list(range(start, stop)))
             ids = [_text(e["id"]) for e in examples]
-            return ids, {field: _rgb_in_unit_range(np.stack([e[key] for e in examples]))
-                         for field, key in SHAPES_FIELDS.items()}
+            return ids, {field: _rgb(np.stack([e[key] for e in examples])) for field, key in SHAPES_FIELDS.items()}
 
         splits.append(SplitReader(split, size, read))
     identity = {"kind": "shapes", "world": dataclasses.asdict(world_spec)}
     return Source(identity, world_spec.resolution, tuple(SHAPES_FIELDS), tuple(splits))
 
 
-def _rgb_in_unit_range(pixels_uint8: np.ndarray) -> np.ndarray:
-    """float32 [N, R, R, 3] from uint8 [N, R, R, 3] or single-channel [N, R, R] (replicated)."""
-    if pixels_uint8.ndim == 3:
-        pixels_uint8 = np.repeat(pixels_uint8[..., None], 3, axis=-1)
-    return to_unit_range(pixels_uint8)
+def _rgb(pixels_uint8: np.ndarray) -> np.ndarray:
+    """uint8 [N, R, R, 3] from uint8 [N, R, R, 3] or single-channel [N, R, R] (replicated)."""
+    return np.repeat(pixels_uint8[..., None], 3, axis=-1) if pixels_uint8.ndim == 3 else pixels_uint8
 
 
 def _text(value: bytes | str) -> str:
@@ -165,7 +133,7 @@ def folder_source(folder: str, resolution: int, split: str = FOLDER_SPLIT) -> So
 
     def read(start: int, stop: int) -> tuple[list[str], dict[str, np.ndarray]]:
         ids = paths[start:stop]
-        return ids, {"codes": preprocess_batch([os.path.join(folder, p) for p in ids], resolution)}
+        return ids, {"codes": prepare_batch([os.path.join(folder, p) for p in ids], resolution)}
 
     identity = {"kind": "folder", "files": len(paths), "digest": "sha256:" + digest.hexdigest()}
     return Source(identity, resolution, ("codes",), (SplitReader(split, len(paths), read),))
@@ -189,7 +157,7 @@ def image_files(folder: str) -> list[str]:
 def open_source(source_dir: str, resolution: int | None, split: str) -> Source:
     """A made Shapes dataset if `source_dir` holds one (its images keep their resolution),
     else a folder of images prepared at `resolution`."""
-    if tfds_arrayrecord.read_manifest(source_dir, shapes_dataset.MANIFEST) is not None:
+    if shapes_dataset.is_dataset(source_dir):
         source = shapes_source(source_dir)
         if resolution is not None and resolution != source.resolution:
             raise UserError(f"{source_dir} is a Shapes dataset of resolution {source.resolution}, not {resolution}; "
@@ -214,52 +182,47 @@ def pretokenize(source_dir: str, out_dir: str, model: nnx.Module, batch_size: in
     """Writes the codes of every image under `source_dir` (a made Shapes dataset, or a folder of
     image files prepared at `resolution`, by default the tokenizer's) to `out_dir`, built aside
     and renamed into place. An `out_dir` holding these very codes is left as it is; one holding
-    anything else is refused. Returns figures: images encoded, seconds, images per second."""
-    if tfds_arrayrecord.read_manifest(source_dir, shapes_dataset.MANIFEST) is None and resolution is None:
+    anything else is refused. Returns figures: images encoded, seconds, images per second and
+    compilations (0 where this process had compiled the same batch shape already)."""
+    if not shapes_dataset.is_dataset(source_dir) and resolution is None:
         resolution = getattr(getattr(model, "config", None), "resolution", None)
     source = open_source(source_dir, resolution, split)
-    encoder = BatchEncoder(model, batch_size)
-    grid = encoder.grid(source.resolution)
+    encoder = ImageEncoder(model, batch_size)
+    grid = encoder.output_shape((source.resolution, source.resolution, 3))
     manifest = _as_json({
         "tokenizer": tokenizer_record(model), "source": source.identity, "resolution": source.resolution,
         "grid": grid, "splits": {s.name: s.size for s in source.splits},
     })
-    if _refuse_or_find(out_dir, manifest):
+    if MANIFEST.made_already(out_dir, manifest):
         return {"status": "exists", "images": 0, "seconds": 0.0, "images_per_second": 0.0, "compilations": 0}
     feats = features(source.fields, grid)
     serializer = tfds_arrayrecord.example_serializer(feats)
     total = sum(s.size for s in source.splits) * len(source.fields)
     start = time.perf_counter()
-    with tfds_arrayrecord.built_aside(out_dir, prefix=".tmp-codes-") as staging:
+    with built_aside(out_dir, prefix=".tmp-codes-") as staging:
         data_dir = os.path.join(staging, NAME, VERSION)
         os.makedirs(data_dir)
-        split_infos = []
         with tqdm(total=total, desc="pretokenize", unit="img", disable=not progress) as bar:
-            for reader in source.splits:
-                path = tfds_arrayrecord.shard_path(data_dir, NAME, reader.name)
-                writer = tfds_arrayrecord.record_writer(path)
-                try:
-                    for example in _encoded_examples(reader, encoder, source.fields, bar):
-                        writer.write(serializer.serialize_example(feats.encode_example(example)))
-                finally:
-                    writer.close()
-                split_infos.append(tfds.core.SplitInfo(name=reader.name, shard_lengths=[reader.size],
-                                                       num_bytes=os.path.getsize(path)))
+            split_infos = [tfds_arrayrecord.write_split(
+                data_dir, NAME, reader.name,
+                (serializer.serialize_example(feats.encode_example(example))
+                 for example in _encoded_examples(reader, encoder, source.fields, bar)))
+                for reader in source.splits]
         _write_info(data_dir, feats, split_infos, manifest)
-        tfds_arrayrecord.write_manifest(staging, MANIFEST, manifest)
+        MANIFEST.write(staging, manifest)
     seconds = time.perf_counter() - start
     return {"status": "made", "images": total, "seconds": seconds, "images_per_second": total / seconds,
             "compilations": encoder.compilations}
 
 
-def _encoded_examples(reader: SplitReader, encoder: BatchEncoder, fields: tuple[str, ...],
+def _encoded_examples(reader: SplitReader, encoder: ImageEncoder, fields: tuple[str, ...],
                       bar: tqdm) -> Iterator[dict]:
     """Examples with their codes, one batch of images on the device while the previous batch
     is being read back and written."""
     pending = None
     for start in range(0, reader.size, encoder.batch_size):
         ids, images = reader.read(start, min(start + encoder.batch_size, reader.size))
-        dispatched = (ids, {field: encoder(images[field]) for field in fields})
+        dispatched = (ids, {field: encoder.dispatch(images[field]) for field in fields})
         if pending is not None:
             yield from _examples_of(*pending, bar)
         pending = dispatched
@@ -274,50 +237,18 @@ def _examples_of(ids: list[str], codes: dict[str, jax.Array], bar: tqdm) -> Iter
         yield {"id": example_id, **{field: batch[i] for field, batch in codes_np.items()}}
 
 
-def _refuse_or_find(out_dir: str, manifest: dict) -> bool:
-    """True if `out_dir` already holds exactly these codes; raises if it holds anything else."""
-    existing = tfds_arrayrecord.read_manifest(out_dir, MANIFEST)
-    if existing is not None:
-        if existing == manifest:
-            return True
-        differences = [key for key in manifest if existing.get(key) != manifest[key]]
-        detail = "; ".join(_difference(key, existing.get(key), manifest[key]) for key in differences)
-        raise UserError(f"{out_dir} already holds other image codes ({detail}). "
-                        f"Choose another output directory or delete that one.")
-    if not tfds_arrayrecord.is_empty_or_absent(out_dir):
-        raise UserError(f"{out_dir} is not empty and holds no image codes; choose an empty or new output directory.")
-    return False
-
-
-def _difference(key: str, there, asked) -> str:
-    if key == "tokenizer":
-        return f"made by tokenizer {(there or {}).get('fingerprint')}, this one is {asked['fingerprint']}"
-    return f"{key}: {json.dumps(there)} there, {json.dumps(asked)} asked"
-
-
 def _write_info(data_dir: str, feats: tfds.features.FeaturesDict, split_infos, manifest: dict) -> None:
-    tfds.folder_dataset.write_metadata(
-        data_dir=data_dir, features=feats, split_infos=split_infos, version=VERSION,
-        filename_template=tfds_arrayrecord.FILENAME_TEMPLATE, check_data=False,
+    tfds_arrayrecord.write_metadata(
+        data_dir, feats, split_infos, VERSION,
         description="VQ-GAN codes of every image of a dataset, made offline by cm3jax.",
-        metadata=tfds.core.MetadataDict(tokenizer=manifest["tokenizer"], source=manifest["source"]),
-        disable_shuffling=True,
-    )
+        metadata={"tokenizer": manifest["tokenizer"], "source": manifest["source"]})
 
 
 # ----------------------------------------------------------------------------- reading
 
-def read_manifest(codes_dir: str) -> dict:
-    manifest = tfds_arrayrecord.read_manifest(codes_dir, MANIFEST)
-    if manifest is None:
-        raise UserError(f"{codes_dir} holds no pretokenized image codes; make them with "
-                        f"cm3jax.image_tokenizer.pretokenize.pretokenize(source, {codes_dir!r}, model).")
-    return manifest
-
-
 def check_tokenizer(codes_dir: str, tokenizer: nnx.Module | str) -> None:
     """Raises unless the codes in `codes_dir` were made by `tokenizer` (a model or a fingerprint)."""
-    made_by = read_manifest(codes_dir)["tokenizer"]
+    made_by = MANIFEST.read(codes_dir)["tokenizer"]
     expected = tokenizer if isinstance(tokenizer, str) else tokenizer_fingerprint(tokenizer)
     if made_by["fingerprint"] != expected:
         raise UserError(f"The codes in {codes_dir} were made by another tokenizer ({made_by['class']} "
@@ -328,7 +259,7 @@ def check_tokenizer(codes_dir: str, tokenizer: nnx.Module | str) -> None:
 def read_codes(codes_dir: str, split: str, tokenizer: nnx.Module | str | None = None):
     """Random-access source of one split (a `tfds.data_source`): source[i] is a dict with `id`
     and the codes fields. Given a `tokenizer` (model or fingerprint), refuses codes it did not make."""
-    manifest = read_manifest(codes_dir)
+    manifest = MANIFEST.read(codes_dir)
     if tokenizer is not None:
         check_tokenizer(codes_dir, tokenizer)
     if split not in manifest["splits"]:

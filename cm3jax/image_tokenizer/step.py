@@ -23,14 +23,15 @@ import ml_collections
 import optax
 from flax import nnx
 
+from cm3jax.config import from_json_dict, to_json_dict
 from cm3jax.errors import UserError
 from cm3jax.image_tokenizer.codebook import (batch_usage_and_perplexity, code_histogram, ema_entries, ema_update,
                                              restart_dead_codes)
-from cm3jax.image_tokenizer.codec import to_unit_range
+from cm3jax.image_tokenizer.preprocess import to_unit_range
 from cm3jax.image_tokenizer.losses import (PatchDiscriminator, discriminator_hinge_loss,
                                            generator_adversarial_loss, reconstruction_loss)
 from cm3jax.image_tokenizer.model import VQGAN
-from cm3jax.image_tokenizer.settings import from_json_dict, to_json_dict, vqgan_config
+from cm3jax.image_tokenizer.recipe import vqgan_config
 
 DISCRIMINATOR_SEED_OFFSET = 1
 CODEBOOK_METHODS = ("gradient", "ema")  # how entries learn: by their loss term, or as EMAs
@@ -193,7 +194,7 @@ def _train_programs(recipe_json: str) -> TrainPrograms:
         model, critic = build()
         # Codes start as never used: with the dead-code cure on, the first batches seed the codebook.
         never_used = t.dead_code.restart_after_steps if t.dead_code.enabled else 0
-        state = {"params": nnx.state(model).to_pure_dict(), "step": jnp.zeros((), jnp.int32),
+        state = {"params": nnx.to_pure_dict(nnx.state(model)), "step": jnp.zeros((), jnp.int32),
                  "code_age": jnp.full(config.model.codebook_size, never_used, jnp.int32)}
         if check_codebook_method(t) == "ema":
             weight = jnp.full(config.model.codebook_size, 1 - t.codebook.ema_decay, jnp.float32)
@@ -201,7 +202,7 @@ def _train_programs(recipe_json: str) -> TrainPrograms:
             state["codebook_ema"] = {"count": weight, "sum": weight[:, None] * entries}
         opt_state = {"params": tx.init(state["params"])}
         if critic is not None:
-            state["discriminator"] = nnx.state(critic).to_pure_dict()
+            state["discriminator"] = nnx.to_pure_dict(nnx.state(critic))
             opt_state["discriminator"] = critic_tx.init(state["discriminator"])
         return state, opt_state
 

@@ -26,6 +26,9 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
+from cm3jax import training_loop
+from cm3jax.checkpoints import Checkpoints
+from cm3jax.config import to_json_dict
 from cm3jax.errors import UserError
 from cm3jax.image_tokenizer import checkpoints
 from cm3jax.image_tokenizer.checkpoints import load_tokenizer
@@ -33,10 +36,10 @@ from cm3jax.image_tokenizer.codebook import usage_and_perplexity
 from cm3jax.image_tokenizer.codec import batch_sharding, decode_codes, encode_images, replicated
 from cm3jax.image_tokenizer.data import TrainImages, render_split
 from cm3jax.image_tokenizer.model import VQGAN
+from cm3jax.image_tokenizer.recipe import check_recipe
 from cm3jax.image_tokenizer.report import save_loss_curves, save_reconstruction_grid
-from cm3jax.run_log import RunLog
-from cm3jax.image_tokenizer.settings import check_recipe, to_json_dict
 from cm3jax.image_tokenizer.step import make_key, train_programs
+from cm3jax.run_log import RunLog
 from cm3jax.shapes.score import score, score_scene
 
 __all__ = ["train", "evaluate", "load_tokenizer", "encode_images", "decode_codes"]
@@ -60,11 +63,6 @@ def evaluate(model: VQGAN, scenes, images_NRR3: np.ndarray) -> tuple[dict[str, A
     return metrics, reconstructions, exact
 
 
-def _checkpoint_items(state: dict, opt_state: dict) -> tuple[dict, dict]:
-    """(VQGAN params, everything else a resume needs)."""
-    return state["params"], {"opt_state": opt_state, **{k: v for k, v in state.items() if k != "params"}}
-
-
 def _check_resumable(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict, workdir: str) -> None:
     for section in ("model", "data"):
         if to_json_dict(saved[section]) != to_json_dict(config[section]):
@@ -76,15 +74,14 @@ def _check_resumable(saved: ml_collections.ConfigDict, config: ml_collections.Co
                             f"or the same value to resume it.")
 
 
-def _restore_or_init(mngr, config: ml_collections.ConfigDict, workdir: str, programs) -> tuple[int, dict, dict]:
-    step = mngr.latest_step() or 0
+def _restore_or_init(store: Checkpoints, config: ml_collections.ConfigDict, workdir: str,
+                     programs) -> tuple[int, dict, dict]:
+    step = store.latest_step() or 0
     if step:
-        _check_resumable(checkpoints.restore_config(mngr, step), config, workdir)
+        _check_resumable(checkpoints.restore_config(store, step), config, workdir)
     state, opt_state = programs.init()
     if step:
-        params, rest = checkpoints.restore(mngr, step, *_checkpoint_items(state, opt_state))
-        opt_state = rest.pop("opt_state")
-        state = {"params": params, **rest}
+        state, opt_state = checkpoints.restore(store, step, state, opt_state)
     return step, jax.device_put(state, replicated()), jax.device_put(opt_state, replicated())
 
 
@@ -103,62 +100,46 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
                         f"{jax.device_count()} devices the batch is split over.")
     os.makedirs(workdir, exist_ok=True)
     programs = train_programs(config)
-    mngr = checkpoints.manager(workdir, keep=t.keep_checkpoints)
-    try:
-        step, state, opt_state = _restore_or_init(mngr, config, workdir, programs)
-        log = RunLog(workdir, step, t.steps)
+    with Checkpoints(workdir, keep=t.keep_checkpoints) as store:
+        first_step, state, opt_state = _restore_or_init(store, config, workdir, programs)
+        log = RunLog(workdir, first_step, t.steps)
         _, train_images = render_split("train", config.data.num_train_scenes, config.data.seed,
                                        config.data.resolution, progress)
         batches = TrainImages(train_images, t.batch_size, t.seed)
         eval_scenes, eval_images = render_split("eval", t.eval_scenes, config.data.eval_seed,
                                                 config.data.resolution, progress)
+        base_rng = make_key(t.seed)
+        last_eval = None
 
-        def run_eval(at_step: int) -> tuple[dict, np.ndarray, list[bool]]:
-            result = evaluate(nnx.merge(programs.graphdef, state["params"]), eval_scenes, eval_images)
+        def step_fn(carry: tuple[dict, dict], step: int):
+            batch = jax.device_put(batches.batch(step), batch_sharding())
+            state, opt_state, metrics = programs.step_at(step)(*carry, batch, jax.random.fold_in(base_rng, step))
+            return (state, opt_state), metrics
+
+        def run_eval(at_step: int, carry: tuple[dict, dict]) -> tuple[dict, np.ndarray, list[bool]]:
+            nonlocal last_eval
+            result = evaluate(nnx.merge(programs.graphdef, carry[0]["params"]), eval_scenes, eval_images)
             log.append({"kind": "eval", "step": at_step, **result[0]})
+            last_eval = result[0]
+            tqdm.write(f"step {at_step}: eval exact match {last_eval['exact_match']:.4f}, code usage "
+                       f"{last_eval['code_usage']:.3f}, perplexity {last_eval['perplexity']:.1f}")
             return result
 
-        def save(at_step: int) -> None:
-            checkpoints.save(mngr, at_step, *_checkpoint_items(state, opt_state), config)
-
-        base_rng = make_key(t.seed)
-        end = t.steps if stop_at_step is None else min(stop_at_step, t.steps)
-        first_step, pending, last_eval = step, [], None
+        schedule = training_loop.Schedule(
+            t.steps, t.log_every, t.checkpoint_every, stop_at_step,
+            "Lower config.training.learning_rate or raise config.training.warmup_steps, then run the command again.")
         loop_started = time.perf_counter()
-        with tqdm(total=t.steps, initial=step, desc="vqgan", unit="step", disable=not progress) as bar:
-            try:
-                while step < end:
-                    batch = jax.device_put(batches.batch(step), batch_sharding())
-                    state, opt_state, metrics = programs.step_at(step)(
-                        state, opt_state, batch, jax.random.fold_in(base_rng, step))
-                    step += 1
-                    pending.append((step, metrics))
-                    if step % t.log_every == 0 or step == end:
-                        for logged_step, logged in jax.device_get(pending):
-                            log.append({"kind": "train", "step": logged_step, **{k: float(v) for k, v in logged.items()}})
-                        pending = []
-                        last = log.records[-1]
-                        bar.set_postfix(loss=f"{last['loss']:.4f}", usage=f"{last['code_usage']:.2f}",
-                                        ppl=f"{last['perplexity']:.0f}", refresh=False)
-                    bar.update(1)
-                    if step % t.eval_every == 0 and step < t.steps:
-                        last_eval = run_eval(step)[0]
-                        bar.write(f"step {step}: eval exact match {last_eval['exact_match']:.4f}, code usage "
-                                  f"{last_eval['code_usage']:.3f}, perplexity {last_eval['perplexity']:.1f}")
-                    if step % t.checkpoint_every == 0 or step == end:
-                        save(step)
-            except KeyboardInterrupt:
-                save(step)
-                raise
+        (state, opt_state), step = training_loop.run(
+            (state, opt_state), step_fn, first_step, schedule,
+            save=lambda at_step, carry: checkpoints.save(store, at_step, *carry, config), log=log.append,
+            desc="vqgan", progress=progress, evaluate=run_eval, evaluate_every=t.eval_every,
+            postfix=lambda r: {"loss": f"{r['loss']:.4f}", "usage": f"{r['code_usage']:.2f}",
+                               "ppl": f"{r['perplexity']:.0f}"})
         train_seconds = time.perf_counter() - loop_started
-        summary = {"step": step, "steps_this_run": step - first_step, "train_seconds": train_seconds,
-                   "steps_per_second": (step - first_step) / train_seconds if train_seconds > 0 else 0.0}
+        summary = training_loop.summary(first_step, step, train_seconds)
         if step < t.steps:
             return {**summary, "finished": False, "last_eval": last_eval}
-        metrics, reconstructions, exact = run_eval(step)
-    finally:
-        mngr.wait_until_finished()
-        mngr.close()
+        metrics, reconstructions, exact = run_eval(step, (state, opt_state))
     save_reconstruction_grid(os.path.join(workdir, RECONSTRUCTIONS_PNG), eval_scenes, eval_images,
                              reconstructions, exact)
     save_loss_curves(os.path.join(workdir, LOSS_CURVES_PNG), log.records)

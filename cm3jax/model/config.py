@@ -35,6 +35,7 @@ class DecoderConfig:
     zero_init_outputs: bool = True  # attention and MLP output projections start at zero
     dtype: str = "float32"  # activations and matmuls; parameters stay float32
     remat: bool = False  # recompute each block's activations in the backward pass
+    scan_layers: bool = False  # blocks stacked [L, ...] and run by one lax.scan: compiles one block, not L
 
     def __post_init__(self):
         for name, allowed in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS)):

@@ -1,4 +1,8 @@
-"""The decoder-only transformer over the shared vocabulary."""
+"""The decoder-only transformer over the shared vocabulary.
+
+Its blocks are unrolled (a list, one compiled copy each) or, with `scan_layers`, one Block whose
+parameters carry a leading layer axis [L, ...], run by `jax.lax.scan`: one compiled copy for all.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cm3jax.model.cache import KVCache, LayerCache
+from cm3jax.model.cache import KVCache, LayerCache, StackedCache, StackedLayer
 from cm3jax.model.config import DecoderConfig
 from cm3jax.model.layers import MLP, Attention, Norm, dense, param, truncated_normal
 from cm3jax.sharding import constrain
@@ -33,7 +37,8 @@ class Block(nnx.Module):
             out = h + self.mlp(self.mlp_norm(h))
         return constrain(out, ACTIVATION)
 
-    def cached(self, x_BTD: jax.Array, positions_BT: jax.Array, cache: LayerCache) -> tuple[jax.Array, LayerCache]:
+    def cached(self, x_BTD: jax.Array, positions_BT: jax.Array, cache: LayerCache | StackedLayer
+               ) -> tuple[jax.Array, LayerCache | StackedLayer]:
         if self.swin:
             attended, cache = self.attention.cached(x_BTD, positions_BT, cache)
             h = x_BTD + self.attention_norm(attended)
@@ -45,6 +50,20 @@ class Block(nnx.Module):
         return constrain(out, ACTIVATION), cache
 
 
+def stacked_blocks(config: DecoderConfig, rngs: nnx.Rngs) -> Block:
+    """n_layers blocks as one Block whose parameters are stacked [L, ...] ("layers": replicated)."""
+    @nnx.split_rngs(splits=config.n_layers)
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def build(layer_rngs: nnx.Rngs) -> Block:
+        return Block(config, layer_rngs)
+
+    blocks = build(rngs)
+    for _, variable in nnx.iter_graph(blocks):
+        if isinstance(variable, nnx.Param):
+            variable.set_metadata(logical_axes=("layers", *variable.get_metadata("logical_axes")))
+    return blocks
+
+
 class Decoder(nnx.Module):
     def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
         self.config = config
@@ -53,7 +72,8 @@ class Decoder(nnx.Module):
         self.positions = (param(rngs, truncated_normal(config.position_init_std), (config.max_seq_len, config.d_model),
                                 ("position", "embed"))
                           if config.positions == "learned" else None)
-        self.blocks = nnx.List([Block(config, rngs) for _ in range(config.n_layers)])
+        self.blocks = (stacked_blocks(config, rngs) if config.scan_layers
+                       else nnx.List([Block(config, rngs) for _ in range(config.n_layers)]))
         self.final_norm = Norm(config, rngs)
         self.lm_head = (None if config.tie_embeddings
                         else param(rngs, init, (config.d_model, config.vocab_size), ("embed", "vocab")))
@@ -81,26 +101,48 @@ class Decoder(nnx.Module):
         if segments_BT is None:
             segments_BT = jnp.ones_like(tokens_BT)
         x = self.embed_tokens(tokens_BT, positions_BT)
-        for block in self.blocks:
+        if self.config.scan_layers:
+            graphdef, stacked = nnx.split(self.blocks)
+
+            def step(x_BTD, layer_state):
+                return nnx.merge(graphdef, layer_state)(x_BTD, positions_BT, segments_BT), None
             if self.config.remat:
-                x = nnx.remat(lambda b, *a: b(*a))(block, x, positions_BT, segments_BT)
-            else:
-                x = block(x, positions_BT, segments_BT)
+                step = jax.checkpoint(step, prevent_cse=False)  # inside a scan, CSE cannot undo the remat
+            x, _ = jax.lax.scan(step, x, stacked)
+        else:
+            for block in self.blocks:
+                if self.config.remat:
+                    x = nnx.remat(lambda b, *a: b(*a))(block, x, positions_BT, segments_BT)
+                else:
+                    x = block(x, positions_BT, segments_BT)
         return self.logits(x)
 
     def init_cache(self, batch: int, slots: int) -> KVCache:
-        """An empty cache of `slots` positions per row, in the compute dtype."""
+        """An empty cache of `slots` positions per row, in the compute dtype: one LayerCache per
+        block, or with `scan_layers` one StackedCache."""
         c = self.config
         if slots > c.max_seq_len:
             raise ValueError(f"A cache of {slots} slots exceeds the context of {c.max_seq_len}.")
-        return tuple(LayerCache.zeros(batch, slots, c.num_kv_heads, c.head_size, jnp.dtype(c.dtype))
-                     for _ in range(c.n_layers))
+        layer = (batch, slots, c.num_kv_heads, c.head_size, jnp.dtype(c.dtype))
+        if c.scan_layers:
+            return StackedCache.zeros(c.n_layers, *layer)
+        return tuple(LayerCache.zeros(*layer) for _ in range(c.n_layers))
 
     def cached(self, tokens_BT: jax.Array, positions_BT: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
         """Final hidden states [B, T, D] of T new tokens per row at consecutive positions, reading
         and extending the cache (prefill: the whole prompt at positions 0..T-1; decode: T = 1).
         `logits` turns the hidden states wanted into logits."""
         x = self.embed_tokens(tokens_BT, positions_BT)
+        if self.config.scan_layers:
+            graphdef, stacked = nnx.split(self.blocks)
+
+            def step(carry, layer):
+                x_BTD, stack = carry
+                layer_state, index = layer
+                x_BTD, written = nnx.merge(graphdef, layer_state).cached(x_BTD, positions_BT, stack.layer(index))
+                return (x_BTD, written.stack), None
+            (x, cache), _ = jax.lax.scan(step, (x, cache), (stacked, jnp.arange(self.config.n_layers)))
+            return x, cache
         layers = []
         for block, layer_cache in zip(self.blocks, cache):
             x, layer_cache = block.cached(x, positions_BT, layer_cache)

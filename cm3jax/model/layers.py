@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cm3jax.model.cache import LayerCache
+from cm3jax.model.cache import LayerCache, StackedLayer
 from cm3jax.model.config import DecoderConfig
 from cm3jax.sharding import constrain
 
@@ -28,8 +28,8 @@ def _matmul(x_BTD: jax.Array, w_DF: jax.Array, out_dtype) -> jax.Array:
 def dense(x_BTD: jax.Array, w_DF: jax.Array, out_dtype=None) -> jax.Array:
     """x @ w over x's last axis, with a hand-written backward. Left to autodiff, XLA:CPU lays the
     output gradient out transposed for the weight gradient and computes x^T g^T in a generic
-    kernel at a third of the plain product's rate (a quarter of bench-small's training step); the
-    barrier keeps x and g as they are, so the weight gradient is the fast x^T g."""
+    kernel at a third of the plain product's rate (a quarter of bench-small's training step); on
+    the CPU a barrier keeps x and g as they are, so the weight gradient is the fast x^T g."""
     return _matmul(x_BTD, w_DF, out_dtype)
 
 
@@ -37,16 +37,23 @@ def _dense_fwd(x_BTD, w_DF, out_dtype):
     return _matmul(x_BTD, w_DF, out_dtype), (x_BTD, w_DF)
 
 
+def _weight_grad(x_ND: jax.Array, g_NF: jax.Array) -> jax.Array:
+    return jax.lax.dot_general(x_ND, g_NF, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _weight_grad_behind_barrier(x_ND: jax.Array, g_NF: jax.Array) -> jax.Array:
+    return _weight_grad(*jax.lax.optimization_barrier((x_ND, g_NF)))
+
+
 def _dense_bwd(out_dtype, residuals, g_BTF):
     x_BTD, w_DF = residuals
     dx_BTD = jax.lax.dot_general(g_BTF.astype(w_DF.dtype), w_DF, (((g_BTF.ndim - 1,), (1,)), ((), ())),
                                  preferred_element_type=x_BTD.dtype)
-    d = x_BTD.shape[-1]
-    x_ND, g_NF = jax.lax.optimization_barrier((x_BTD.reshape(-1, d),
-                                               g_BTF.reshape(-1, g_BTF.shape[-1]).astype(x_BTD.dtype)))
-    dw_DF = jax.lax.dot_general(x_ND, g_NF, (((0,), (0,)), ((), ())),
-                                preferred_element_type=jnp.float32).astype(w_DF.dtype)
-    return dx_BTD, dw_DF
+    x_ND = x_BTD.reshape(-1, x_BTD.shape[-1])
+    g_NF = g_BTF.reshape(-1, g_BTF.shape[-1]).astype(x_BTD.dtype)
+    # The barrier is an XLA:CPU layout fix, measured only there; elsewhere the plain product.
+    dw_DF = jax.lax.platform_dependent(x_ND, g_NF, cpu=_weight_grad_behind_barrier, default=_weight_grad)
+    return dx_BTD, dw_DF.astype(w_DF.dtype)
 
 
 dense.defvjp(_dense_fwd, _dense_bwd)
@@ -67,10 +74,9 @@ class Norm(nnx.Module):
     """LayerNorm without learnable parameters (CM3Leon) or RMSNorm with a learned scale (Chameleon).
     Statistics in float32 over the last axis."""
 
-    def __init__(self, config: DecoderConfig, rngs: nnx.Rngs, width: int | None = None):
+    def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
         self.kind, self.eps = config.norm, config.norm_eps
-        width = width or config.d_model
-        self.scale = (param(rngs, lambda k, s: jnp.ones(s, jnp.float32), (width,), ("norm",))
+        self.scale = (param(rngs, lambda k, s: jnp.ones(s, jnp.float32), (config.d_model,), ("norm",))
                       if self.kind == "rmsnorm" else None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -187,7 +193,8 @@ class Attention(nnx.Module):
         mask = attention_mask(segments_BT, positions_BT, segments_BT, positions_BT)
         return self.output(dot_product_attention(q, k, v, mask, causal_blocks=True))
 
-    def cached(self, x_BTD: jax.Array, positions_BT: jax.Array, cache: LayerCache) -> tuple[jax.Array, LayerCache]:
+    def cached(self, x_BTD: jax.Array, positions_BT: jax.Array, cache: LayerCache | StackedLayer
+               ) -> tuple[jax.Array, LayerCache | StackedLayer]:
         """Attention of T new tokens per row (consecutive positions, one document per row) over the
         row's cache: their keys and values are written at slots = positions, and each query reads
         the slots at or before its own position."""

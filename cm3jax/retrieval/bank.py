@@ -33,18 +33,20 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 from tqdm import tqdm
 
-from cm3jax import tfds_arrayrecord
 from cm3jax.documents import DocumentCodec, ImageSegment, TextSegment
 from cm3jax.errors import UserError
+from cm3jax.fileio import built_aside
+from cm3jax.manifest import ManifestSpec, fingerprint, record_files
+from cm3jax.shapes.dataset import data_source, load_spec, scene_of
 from cm3jax.vocab import MultimodalVocab
 
-MANIFEST = "cm3jax_bank.json"
-FORMAT = "cm3jax-memory-bank"
-FORMAT_VERSION = 1
 TEXT, IMAGE, TEXT_IMAGE = "text", "image", "text+image"
 KINDS = (TEXT, IMAGE, TEXT_IMAGE)
 ARRAY_FILES = ("keys.npy", "tokens.npy", "offsets.npy", "kinds.npy", "images.npy", "image_rows.npy")
 DOCUMENTS_FILE = "documents.json"
+MANIFEST = ManifestSpec("cm3jax_bank.json", "memory bank", "`cm3jax retrieval bank --out {directory}`",
+                        format="cm3jax-memory-bank", version=1,
+                        keys=("size", "dim", "fingerprint", "embedder", "vocab", "source", "files"))
 UNIT_TOLERANCE = 1e-3  # |norm - 1| allowed for a key
 
 
@@ -101,7 +103,7 @@ class SourceDocument:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Document:
+class StoredDocument:
     """One bank document as stored: `row` is its position (what an index returns)."""
     row: int
     id: str
@@ -211,10 +213,10 @@ class MemoryBank:
         i = self.image_rows_N[row]
         return None if i < 0 else self.images_MRR3[i]
 
-    def document(self, row: int) -> Document:
+    def document(self, row: int) -> StoredDocument:
         if not 0 <= row < len(self):
             raise UserError(f"Row {row} is outside the bank (0..{len(self) - 1}).")
-        return Document(row, self.ids[row], self.kind(row), self.tokens(row), self.texts[row], self.image(row))
+        return StoredDocument(row, self.ids[row], self.kind(row), self.tokens(row), self.texts[row], self.image(row))
 
     def content_digest(self, row: int) -> bytes:
         """SHA-1 of a document's token ids: equal digests, same content."""
@@ -225,93 +227,50 @@ class MemoryBank:
     # ---- saving
     def save(self, directory: str) -> dict:
         """Writes the bank to `directory` (absent or empty), built aside; returns its manifest."""
-        if not tfds_arrayrecord.is_empty_or_absent(directory):
-            raise UserError(f"{directory} is not empty; choose a new directory for the bank or delete that one.")
+        MANIFEST.check_empty(directory)
         arrays = {"keys.npy": self.keys_ND, "tokens.npy": self.tokens_T, "offsets.npy": self.offsets_N1,
                   "kinds.npy": self.kinds_N, "images.npy": self.images_MRR3, "image_rows.npy": self.image_rows_N}
-        with tfds_arrayrecord.built_aside(directory, prefix=".tmp-bank-") as staging:
-            files = {}
+        with built_aside(directory, prefix=".tmp-bank-") as staging:
             for name, array in arrays.items():
-                path = os.path.join(staging, name)
-                np.save(path, np.ascontiguousarray(array), allow_pickle=False)
-                files[name] = file_record(path)
-            path = os.path.join(staging, DOCUMENTS_FILE)
-            with open(path, "w") as f:
+                np.save(os.path.join(staging, name), np.ascontiguousarray(array), allow_pickle=False)
+            with open(os.path.join(staging, DOCUMENTS_FILE), "w") as f:
                 json.dump({"ids": self.ids, "texts": self.texts}, f)
-            files[DOCUMENTS_FILE] = file_record(path)
-            manifest = self.manifest(files)
-            tfds_arrayrecord.write_manifest(staging, MANIFEST, manifest)
-        self.fingerprint = manifest["fingerprint"]
-        return manifest
+            written = MANIFEST.write(staging, self.manifest(record_files(staging)))
+        self.fingerprint = written["fingerprint"]
+        return written
 
     def manifest(self, files: dict) -> dict:
-        digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
         counts = {kind: int(np.sum(self.kinds_N == i)) for i, kind in enumerate(KINDS)}
-        return {"format": FORMAT, "version": FORMAT_VERSION, "size": len(self), "dim": self.dim,
-                "kinds": counts, "fingerprint": "sha256:" + digest, **self.info, "files": files}
-
-
-def file_record(path: str) -> dict:
-    return {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_files(directory: str, files: dict, what: str, fix: str) -> None:
-    """Raises unless every file in `files` ({name: {"bytes", "sha256"}}) is in `directory` as recorded."""
-    for name, record in files.items():
-        path = os.path.join(directory, name)
-        if not os.path.isfile(path):
-            raise UserError(f"{what} {directory} is missing {name}; {fix}.")
-        if os.path.getsize(path) != record["bytes"] or _sha256(path) != record["sha256"]:
-            raise UserError(f"{what} {directory} is corrupt: {name} differs from its manifest "
-                            f"(size or SHA-256); {fix}.")
+        return {"size": len(self), "dim": self.dim, "kinds": counts, "fingerprint": fingerprint(files),
+                **self.info, "files": files}
 
 
 def read_bank_manifest(directory: str) -> dict:
-    fix = f"build one with `cm3jax retrieval bank --out {directory}`"
-    try:
-        manifest = tfds_arrayrecord.read_manifest(directory, MANIFEST)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"The bank manifest {os.path.join(directory, MANIFEST)} is not valid JSON; {fix}.") from None
-    if manifest is None:
-        raise UserError(f"No memory bank at {directory} (no {MANIFEST}); {fix}.")
-    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
-        raise UserError(f"{directory} holds a {manifest.get('format')} v{manifest.get('version')}, not a "
-                        f"{FORMAT} v{FORMAT_VERSION}; rebuild the bank with this version of cm3jax.")
-    missing = [key for key in ("size", "dim", "fingerprint", "embedder", "vocab", "source") if key not in manifest]
-    if missing:
-        raise UserError(f"The manifest of {directory} lacks {', '.join(missing)}; rebuild the bank.")
+    found = MANIFEST.read(directory)
     expected = set(ARRAY_FILES) | {DOCUMENTS_FILE}
-    if set(manifest.get("files", {})) != expected:
-        raise UserError(f"The manifest of {directory} lists files {sorted(manifest.get('files', {}))}, "
-                        f"expected {sorted(expected)}; rebuild the bank.")
-    return manifest
+    if set(found["files"]) != expected:
+        raise UserError(f"The manifest of {directory} lists files {sorted(found['files'])}, expected "
+                        f"{sorted(expected)}; make the bank again with {MANIFEST.command(directory)}.")
+    return found
 
 
 def load_bank(directory: str, vocab: MultimodalVocab | None = None) -> MemoryBank:
     """The bank saved in `directory`, every file checked against its manifest. Given `vocab`
     (the decoder's), refuses a bank whose token ids were made with another vocabulary."""
-    manifest = read_bank_manifest(directory)
-    check_files(directory, manifest["files"], "The memory bank", "rebuild it")
+    found = read_bank_manifest(directory)
+    MANIFEST.check_files(directory, found["files"])
     arrays = {name: np.load(os.path.join(directory, name), allow_pickle=False) for name in ARRAY_FILES}
     with open(os.path.join(directory, DOCUMENTS_FILE)) as f:
         documents = json.load(f)
-    info = {k: manifest[k] for k in ("embedder", "vocab", "source")}
+    info = {k: found[k] for k in ("embedder", "vocab", "source")}
     bank = MemoryBank(documents["ids"], arrays["kinds.npy"], arrays["tokens.npy"], arrays["offsets.npy"],
                       documents["texts"], arrays["images.npy"], arrays["image_rows.npy"], arrays["keys.npy"], info)
-    if len(bank) != manifest["size"] or bank.dim != manifest["dim"]:
+    if len(bank) != found["size"] or bank.dim != found["dim"]:
         raise UserError(f"{directory} holds {len(bank)} x {bank.dim} keys but its manifest says "
-                        f"{manifest['size']} x {manifest['dim']}; rebuild the bank.")
+                        f"{found['size']} x {found['dim']}; make the bank again with {MANIFEST.command(directory)}.")
     if vocab is not None:
         vocab.check_matches(bank.vocab, f"the memory bank {directory}")
-    bank.fingerprint = manifest["fingerprint"]
+    bank.fingerprint = found["fingerprint"]
     return bank
 
 
@@ -368,7 +327,6 @@ def shapes_documents(shapes_dir: str, codes: Sequence[dict], options: ShapesBank
                      ) -> list[SourceDocument]:
     """The memory split of a made Shapes dataset as documents, joined by index with `codes`
     (a random-access sequence of {"id", "codes"}, e.g. `read_codes(codes_dir, "memory")`)."""
-    from cm3jax.shapes.dataset import data_source, scene_of
     options.check()
     scenes = data_source(shapes_dir, "memory")
     if len(scenes) == 0:
@@ -397,7 +355,6 @@ def shapes_documents(shapes_dir: str, codes: Sequence[dict], options: ShapesBank
 def build_shapes_bank(shapes_dir: str, codes: Sequence[dict], codec: DocumentCodec, embedder: Embedder, *,
                       embedder_record: dict, options: ShapesBankOptions = ShapesBankOptions(),
                       batch_size: int = 256, progress: bool = True) -> MemoryBank:
-    from cm3jax.shapes.dataset import load_spec
     documents = shapes_documents(shapes_dir, codes, options)
     source = {"kind": "shapes", "split": "memory", "world": dataclasses.asdict(load_spec(shapes_dir)),
               "options": dataclasses.asdict(options)}

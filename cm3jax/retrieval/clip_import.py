@@ -10,7 +10,6 @@ parameter must be filled, or a UserError names the ones that did not.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Callable
@@ -18,15 +17,13 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors import SafetensorError
-from safetensors.numpy import load_file
 
+from cm3jax import safetensors_io
 from cm3jax.errors import UserError
+from cm3jax.manifest import read_json
 from cm3jax.retrieval.clip import CLIP, ClipConfig
 
 CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 
 # transformers' defaults for keys a config.json may leave out (CLIPTextConfig, CLIPVisionConfig).
 _TEXT_DEFAULTS = dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
@@ -102,46 +99,13 @@ def weight_map(config: ClipConfig) -> dict[str, tuple[tuple[str, ...], Callable[
 
 def read_config(directory: str) -> ClipConfig:
     path = os.path.join(directory, CONFIG_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            hf = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"No {CONFIG_FILE} in {directory}; give the directory a CLIPModel's save_pretrained "
-                        f"wrote (config.json + model.safetensors).") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}); re-download or re-save the model.") from None
-    if not isinstance(hf, dict):
-        raise UserError(f"{path} holds no JSON object; it is not a transformers config.")
+    hf = read_json(path, "The CLIP config", "re-download or re-save the model",
+                   missing=f"No {CONFIG_FILE} in {directory}; give the directory a CLIPModel's save_pretrained "
+                           f"wrote (config.json + model.safetensors).")
     try:
         return config_from_hf(hf, path)
     except (TypeError, KeyError) as e:
         raise UserError(f"{path} is not a CLIPModel config ({type(e).__name__}: {e}).") from None
-
-
-def _load_safetensors(path: str) -> dict[str, np.ndarray]:
-    try:
-        return load_file(path)
-    except FileNotFoundError:
-        raise UserError(f"No weights file {path}; save the model with save_pretrained(safe_serialization=True) "
-                        f"(pickled pytorch_model.bin files are not read).") from None
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{path} is not a readable safetensors file ({e}); re-download or re-save it.") from None
-
-
-def read_weights(directory: str) -> dict[str, np.ndarray]:
-    """Every tensor of model.safetensors, or of the shards its index lists."""
-    index_path = os.path.join(directory, WEIGHTS_INDEX_FILE)
-    if not os.path.exists(os.path.join(directory, WEIGHTS_FILE)) and os.path.exists(index_path):
-        try:
-            with open(index_path, encoding="utf-8") as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise UserError(f"{index_path} is not a safetensors index ({e}).") from None
-        tensors: dict[str, np.ndarray] = {}
-        for shard in shards:
-            tensors.update(_load_safetensors(os.path.join(directory, shard)))
-        return tensors
-    return _load_safetensors(os.path.join(directory, WEIGHTS_FILE))
 
 
 def params_from_hf(tensors: dict[str, np.ndarray], config: ClipConfig, source: str) -> dict:
@@ -185,6 +149,6 @@ def load_hf_clip(directory: str) -> CLIP:
         raise UserError(f"{directory} is not a directory; give the folder save_pretrained wrote "
                         f"(config.json + model.safetensors).")
     config = read_config(directory)
-    params = params_from_hf(read_weights(directory), config, directory)
+    params = params_from_hf(safetensors_io.read_all(directory), config, directory)
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: CLIP(config, nnx.Rngs(0))))
     return nnx.merge(graphdef, params)

@@ -36,9 +36,10 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from tqdm import tqdm
 
+from cm3jax import training_loop
 from cm3jax.checkpoints import Checkpoints
+from cm3jax.config import to_json_dict
 from cm3jax.errors import UserError
 from cm3jax.fileio import atomic_write_text
 from cm3jax.retrieval.clip import CLIP, ClipConfig
@@ -53,10 +54,6 @@ from cm3jax.text_tokenizer import TextTokenizer
 EVAL_JSON = "eval.json"
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the inverse temperature at 100
 KEY_IMPL = "unsafe_rbg"  # cheap to compile on XLA:CPU, as deterministic
-
-
-def to_json_dict(config: ml_collections.ConfigDict) -> dict:
-    return json.loads(config.to_json())
 
 
 def clip_config(config: ml_collections.ConfigDict, tokenizer: TextTokenizer) -> ClipConfig:
@@ -221,14 +218,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
     t = config.training
     os.makedirs(workdir, exist_ok=True)
     recipe = to_json_dict(config)
-    checkpoints = Checkpoints(workdir, keep=t.keep_checkpoints, async_save=False)
-    try:
-        step = checkpoints.latest_step() or 0
-        if step:
-            meta = read_meta(checkpoints, step)
+    with Checkpoints(workdir, keep=t.keep_checkpoints, async_save=False) as checkpoints:
+        first_step = checkpoints.latest_step() or 0
+        if first_step:
+            meta = read_meta(checkpoints, first_step)
             _check_resumable(meta["recipe"], recipe, workdir)
         tokenizer = _workdir_tokenizer(config, workdir)
-        if step and tokenizer.fingerprint != meta["text_tokenizer_sha256"]:
+        if first_step and tokenizer.fingerprint != meta["text_tokenizer_sha256"]:
             raise UserError(f"{tokenizer_path(workdir)} is not the tokenizer the checkpoints were trained with; "
                             f"restore it or start a fresh --workdir.")
         model_config = clip_config(config, tokenizer)
@@ -240,45 +236,35 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
                                config.data.recaption, config.data.hard_share, config.data.mirror_rate,
                                config.data.emblem_noise_rate)
         programs = train_programs(model_config, t)
-        graphdef, train_step = programs.graphdef, programs.step
         params, opt_state = programs.init()
-        if step:
-            restored = checkpoints.restore(step, {"params": params, "opt_state": opt_state})
+        if first_step:
+            restored = checkpoints.restore(first_step, {"params": params, "opt_state": opt_state})
             params, opt_state = restored["params"], restored["opt_state"]
-        log = RunLog(workdir, step, t.steps)
+        log = RunLog(workdir, first_step, t.steps)
 
-        def save(at_step: int) -> None:
-            checkpoints.save(at_step, {"params": params, "opt_state": opt_state,
+        def step_fn(carry, step: int):
+            images, texts, keys = batches.batch(step)
+            ids, lengths = encode_texts(tokenizer, texts, model_config.max_length)
+            params, opt_state, metrics = programs.step(*carry, step, normalize(images), ids, lengths, keys)
+            return (params, opt_state), metrics
+
+        def save(at_step: int, carry) -> None:
+            checkpoints.save(at_step, {"params": carry[0], "opt_state": carry[1],
                                        "meta": meta_record(recipe, model_config, tokenizer)})
 
-        end = t.steps if stop_at_step is None else min(stop_at_step, t.steps)
-        first_step, pending = step, []
+        schedule = training_loop.Schedule(
+            t.steps, t.log_every, t.checkpoint_every, stop_at_step,
+            "Lower config.training.learning_rate or raise config.training.warmup_steps, then run the command again.")
         loop_started = time.perf_counter()
-        with tqdm(total=t.steps, initial=step, desc="clip", unit="step", disable=not progress) as bar:
-            while step < end:
-                images, texts, keys = batches.batch(step)
-                ids, lengths = encode_texts(tokenizer, texts, model_config.max_length)
-                params, opt_state, metrics = train_step(params, opt_state, step, normalize(images), ids, lengths, keys)
-                step += 1
-                pending.append((step, metrics))
-                if step % t.log_every == 0 or step == end:
-                    for logged_step, logged in jax.device_get(pending):
-                        log.append({"kind": "train", "step": logged_step, **{k: float(v) for k, v in logged.items()}})
-                    pending = []
-                    last = log.records[-1]
-                    bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['batch_accuracy']:.2f}",
-                                    temp=f"{last['temperature']:.3f}", refresh=False)
-                bar.update(1)
-                if step % t.checkpoint_every == 0 or step == end:
-                    save(step)
+        (params, opt_state), step = training_loop.run(
+            (params, opt_state), step_fn, first_step, schedule, save, log.append, desc="clip", progress=progress,
+            postfix=lambda r: {"loss": f"{r['loss']:.3f}", "acc": f"{r['batch_accuracy']:.2f}",
+                               "temp": f"{r['temperature']:.3f}"})
         train_seconds = time.perf_counter() - loop_started
-    finally:
-        checkpoints.close()
-    summary = {"step": step, "steps_this_run": step - first_step, "train_seconds": train_seconds,
-               "steps_per_second": (step - first_step) / train_seconds if train_seconds > 0 else 0.0}
+    summary = training_loop.summary(first_step, step, train_seconds)
     if step < t.steps:
         return {**summary, "finished": False}
-    embedder = ClipEmbedder(nnx.merge(graphdef, params), tokenizer, progress=progress)
+    embedder = ClipEmbedder(nnx.merge(programs.graphdef, params), tokenizer, progress=progress)
     eval_pairs = load_pairs(config.data.shapes_dir, HELD_OUT_SPLITS, progress)
     memory = load_pairs(config.data.shapes_dir, ("memory",), progress)
     metrics = evaluate(embedder, _first(eval_pairs, config.eval.num_eval), memory, config.eval.emblem_templates)

@@ -21,7 +21,6 @@ Loading checks every file before handing it to ScaNN.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Protocol
@@ -29,15 +28,17 @@ from typing import Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scann
 
-from cm3jax import tfds_arrayrecord
 from cm3jax.errors import UserError
+from cm3jax.fileio import built_aside
+from cm3jax.manifest import ManifestSpec, record_files
 from cm3jax.retrieval import scann_kernels
-from cm3jax.retrieval.bank import check_files, file_record
+from cm3jax.retrieval.bank import MemoryBank, load_bank
 
-MANIFEST = "cm3jax_index.json"
-FORMAT = "cm3jax-retrieval-index"
-FORMAT_VERSION = 1
+MANIFEST = ManifestSpec("cm3jax_index.json", "retrieval index",
+                        "`cm3jax retrieval build --bank BANK --out {directory}`", format="cm3jax-retrieval-index",
+                        version=1, keys=("backend", "size", "dim", "params", "files"))
 BACKENDS = ("auto", "exact", "scann")
 AUTO_EXACT_BELOW = 50_000  # keys; below this exact search is fast enough and has perfect recall
 SCORE_BUDGET_BYTES = 512 << 20  # largest [batch, N] float32 score block of the exact backend
@@ -163,7 +164,6 @@ class ScannIndex:
 
     @classmethod
     def build(cls, keys_ND: np.ndarray, params: ScannParams = ScannParams(), threads: int = 0) -> "ScannIndex":
-        import scann
         scann_kernels.enable()
         keys = np.ascontiguousarray(keys_ND, np.float32)
         if keys.ndim != 2 or len(keys) == 0:
@@ -204,7 +204,6 @@ class ScannIndex:
 
     @classmethod
     def read(cls, directory: str, params: dict, size: int, dim: int) -> "ScannIndex":
-        import scann
         scann_kernels.enable()
         if os.path.exists(os.path.join(directory, "scann_docids.pkl")):
             raise UserError(f"{directory} holds a pickle (scann_docids.pkl) cm3jax never writes; refusing to load it. "
@@ -236,42 +235,25 @@ def build_index(keys_ND: np.ndarray, backend: str = "auto", scann_params: ScannP
 def save_index(index: Index, directory: str, bank: dict | None = None) -> dict:
     """Writes `index` into `directory` (absent or empty), built aside. `bank` ({"path", "fingerprint"})
     names the memory bank whose keys it indexes. Returns the manifest."""
-    if not tfds_arrayrecord.is_empty_or_absent(directory):
-        raise UserError(f"{directory} is not empty; choose a new directory for the index or delete that one.")
-    with tfds_arrayrecord.built_aside(directory, prefix=".tmp-index-") as staging:
+    MANIFEST.check_empty(directory)
+    with built_aside(directory, prefix=".tmp-index-") as staging:
         index.write(staging)
-        files = {}
-        for name in sorted(os.listdir(staging)):
-            files[name] = file_record(os.path.join(staging, name))
-        manifest = {"format": FORMAT, "version": FORMAT_VERSION, "backend": index.backend, "size": index.size,
-                    "dim": index.dim, "params": index.params(), "bank": bank, "files": files}
-        tfds_arrayrecord.write_manifest(staging, MANIFEST, manifest)
-    return manifest
+        return MANIFEST.write(staging, {"backend": index.backend, "size": index.size, "dim": index.dim,
+                                        "params": index.params(), "bank": bank, "files": record_files(staging)})
 
 
 def read_index_manifest(directory: str) -> dict:
-    fix = f"build one with `cm3jax retrieval build --bank BANK --out {directory}`"
-    if not os.path.isdir(directory):
-        raise UserError(f"No retrieval index at {directory} (no such directory); {fix}.")
-    try:
-        manifest = tfds_arrayrecord.read_manifest(directory, MANIFEST)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"The index manifest {os.path.join(directory, MANIFEST)} is not valid JSON; {fix}.") from None
-    if manifest is None:
-        raise UserError(f"No retrieval index at {directory} (no {MANIFEST}); {fix}.")
-    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
-        raise UserError(f"{directory} holds a {manifest.get('format')} v{manifest.get('version')}, not a "
-                        f"{FORMAT} v{FORMAT_VERSION}; rebuild the index with this version of cm3jax.")
-    if manifest.get("backend") not in ("exact", "scann") or not manifest.get("files"):
-        raise UserError(f"The manifest of {directory} names backend {manifest.get('backend')!r} and files "
-                        f"{sorted(manifest.get('files') or [])}; rebuild the index.")
-    return manifest
+    found = MANIFEST.read(directory)
+    if found["backend"] not in ("exact", "scann") or not found["files"]:
+        raise UserError(f"The manifest of {directory} names backend {found['backend']!r} and files "
+                        f"{sorted(found['files'] or [])}; make the index again with {MANIFEST.command(directory)}.")
+    return found
 
 
 def load_index(directory: str) -> tuple[Index, dict]:
     """The index saved in `directory` and its manifest; every file is checked first."""
     manifest = read_index_manifest(directory)
-    check_files(directory, manifest["files"], "The retrieval index", "rebuild it with `cm3jax retrieval build`")
+    MANIFEST.check_files(directory, manifest["files"])
     if manifest["backend"] == "exact":
         index = ExactIndex.read(directory, manifest["params"])
     else:
@@ -282,10 +264,9 @@ def load_index(directory: str) -> tuple[Index, dict]:
     return index, manifest
 
 
-def load_bank_of(manifest: dict, directory: str):
+def load_bank_of(manifest: dict, directory: str) -> MemoryBank:
     """The memory bank an index (saved in `directory`, `manifest` its manifest) was built from,
     refused unless it still holds the keys the index was built over."""
-    from cm3jax.retrieval.bank import load_bank
     record = manifest.get("bank")
     if not record:
         raise UserError(f"The index in {directory} names no memory bank; build it from one with "

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import os
 from typing import Collection, Sequence
 
@@ -24,12 +23,16 @@ import numpy as np
 from tqdm import tqdm
 
 from cm3jax.errors import UserError
-from cm3jax.fileio import atomic_write_bytes, atomic_write_text
+from cm3jax.fileio import atomic_write_bytes
+from cm3jax.manifest import ManifestSpec
 from cm3jax.retrieval.bank import Embedder, MemoryBank
 from cm3jax.retrieval.index import Index
 from cm3jax.retrieval.select import QueryDropout, SelectionOptions, retrieve
+from cm3jax.shapes.dataset import data_source, scene_of
+from cm3jax.shapes.emblems import NUM_EMBLEMS, UNSEEN_EMBLEMS
 
-MANIFEST = "cm3jax_neighbours.json"
+MANIFEST = ManifestSpec("cm3jax_neighbours.json", "neighbours", "`cm3jax retrieval neighbours --out {directory}`",
+                        keys=("bank.path", "bank.size", "bank.fingerprint", "splits"))
 
 
 def compute_neighbours(bank: MemoryBank, index: Index, embedder: Embedder, texts: Sequence[str],
@@ -67,19 +70,18 @@ def bank_record(bank_dir: str, bank: MemoryBank) -> dict:
 def save_neighbours(directory: str, split: str, rows_NK: np.ndarray, bank_dir: str, bank: MemoryBank,
                     settings: dict) -> None:
     """Writes a split's rows and records `settings` (how they were chosen) for it in the manifest."""
-    os.makedirs(directory, exist_ok=True)
     record = {"bank": bank_record(bank_dir, bank), "splits": {}}
-    if os.path.exists(os.path.join(directory, MANIFEST)):
-        existing = _read_manifest(directory)
+    if MANIFEST.exists(directory):
+        existing = MANIFEST.read(directory)
         if existing["bank"] != record["bank"]:
             raise UserError(f"{directory} holds neighbours in another bank ({existing['bank']['path']}); write these "
                             f"to a new directory.")
-        record["splits"] = existing.get("splits", {})
+        record["splits"] = existing["splits"]
     record["splits"][split] = settings
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(rows_NK, np.int32))
     atomic_write_bytes(os.path.join(directory, f"{split}.npy"), buffer.getvalue())
-    atomic_write_text(os.path.join(directory, MANIFEST), json.dumps(record, indent=2) + "\n")
+    MANIFEST.write(directory, record)
 
 
 def shapes_neighbours(bank: MemoryBank, index: Index, embedder: Embedder, shapes_dir: str, split: str,
@@ -87,7 +89,6 @@ def shapes_neighbours(bank: MemoryBank, index: Index, embedder: Embedder, shapes
                       progress: bool = True) -> tuple[np.ndarray, dict]:
     """A Shapes split's neighbours (train: query dropout, unseen emblems held out) and the
     settings to record with them."""
-    from cm3jax.shapes.dataset import data_source
     source = data_source(shapes_dir, split)
     examples = [source[i] for i in range(len(source))]
     if not examples:
@@ -105,8 +106,6 @@ def shapes_neighbours(bank: MemoryBank, index: Index, embedder: Embedder, shapes
 
 def unseen_emblem_rows(bank: MemoryBank, shapes_dir: str) -> frozenset[int]:
     """Bank rows holding an unseen emblem (a Shapes memory scene of one)."""
-    from cm3jax.shapes.dataset import data_source, scene_of
-    from cm3jax.shapes.emblems import NUM_EMBLEMS, UNSEEN_EMBLEMS
     memory = data_source(shapes_dir, "memory")
     unseen_ids = {scene.id for scene in (scene_of(memory[i]) for i in range(min(len(memory), NUM_EMBLEMS)))
                   if scene.emblem in UNSEEN_EMBLEMS}
@@ -115,7 +114,7 @@ def unseen_emblem_rows(bank: MemoryBank, shapes_dir: str) -> frozenset[int]:
 
 def load_neighbours(directory: str, split: str, bank: MemoryBank) -> np.ndarray:
     """The stored rows of a split, checked against the bank they index."""
-    manifest = _read_manifest(directory)
+    manifest = MANIFEST.read(directory)
     if manifest["bank"]["size"] != len(bank) or manifest["bank"]["fingerprint"] != bank.fingerprint:
         raise UserError(f"The neighbours in {directory} index another memory bank than the one given "
                         f"({manifest['bank']['path']}); compute them again with `cm3jax retrieval neighbours`.")
@@ -149,16 +148,3 @@ def _by_rank(rows_K: np.ndarray) -> np.ndarray:
     half = len(rows_K) // 2
     return np.stack([rows_K[:half], rows_K[half:]], axis=1).reshape(-1)
 
-
-def _read_manifest(directory: str) -> dict:
-    path = os.path.join(directory, MANIFEST)
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-        manifest["bank"]["size"], manifest["bank"]["fingerprint"]
-        return manifest
-    except FileNotFoundError:
-        raise UserError(f"No neighbours in {directory} ({MANIFEST} is missing); compute them with "
-                        f"`cm3jax retrieval neighbours --out {directory}`.") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path} is corrupt ({type(e).__name__}: {e}); compute the neighbours again.") from None

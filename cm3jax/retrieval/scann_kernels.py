@@ -6,13 +6,15 @@ on (`flags_internal::should_use_avx2`, `should_use_avx512`) stay false and every
 SSE4 kernels, although the wheel holds AVX2 and AVX-512 builds of them (asymmetric-hashing
 LUT16 scans, exact re-ranking). The flags are exported globals; `enable` sets them from the
 features NumPy detects (which also checks that the OS saves the wide registers). On the bench's
-1M x 512 index this takes ScaNN from 5,200 to 8,700 queries/s at the same results.
+1M x 512 index this takes ScaNN from 5,200 to 8,700 queries/s at the same results. Only the
+builds it was checked on are touched (BROKEN_DETECTION); others dispatch as they choose.
 """
 
 from __future__ import annotations
 
 import ctypes
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Iterable
 
@@ -22,6 +24,16 @@ LEVELS = {
     "avx512": ("_ZN14research_scann14flags_internal17should_use_avx512E", ("AVX512F", "AVX512DQ", "AVX512BW",
                                                                              "AVX512VL")),
 }
+
+# ScaNN releases whose wheels were disassembled and found with the CPU detection compiled out.
+BROKEN_DETECTION = ("1.4.2",)
+
+
+def needs_enabling() -> bool:
+    try:
+        return importlib.metadata.version("scann") in BROKEN_DETECTION
+    except importlib.metadata.PackageNotFoundError:
+        return False
 
 
 def _flags() -> dict[str, ctypes.c_bool] | None:
@@ -68,11 +80,13 @@ def select(levels: Iterable[str]) -> None:
 
 
 def enable() -> list[str]:
-    """Switch on every level this CPU runs (never off: a build that detects more keeps it).
-    Returns the levels on afterwards."""
+    """On the builds of BROKEN_DETECTION, switch on every level this CPU runs (never off: a
+    build that detects more keeps it). Returns the levels on afterwards."""
     flags = _flags()
     if flags is None:
         return []
+    if not needs_enabling():
+        return [level for level, flag in flags.items() if flag.value]
     for level in cpu_levels():
         flags[level].value = True
     return [level for level, flag in flags.items() if flag.value]

@@ -14,13 +14,14 @@ from cm3jax.data.tokenizers import load_codec
 from cm3jax.documents import DocumentCodec
 from cm3jax.errors import UserError
 from cm3jax.image_tokenizer.pretokenize import read_codes
+from cm3jax.retrieval.bank import MANIFEST as BANK_MANIFEST
 from cm3jax.retrieval.bank import MemoryBank, ShapesBankOptions, build_shapes_bank, load_bank, load_embedder
 from cm3jax.retrieval.embedder import ClipEmbedder
+from cm3jax.retrieval.index import MANIFEST as INDEX_MANIFEST
 from cm3jax.retrieval.index import ScannParams, build_index, load_bank_of, load_index, save_index
 from cm3jax.retrieval.neighbours import load_neighbours, save_neighbours, shapes_neighbours
 from cm3jax.retrieval.select import QueryDropout, SelectionOptions
 from cm3jax.shapes.dataset import data_source
-from cm3jax.tfds_arrayrecord import is_empty_or_absent
 
 # The splits a retrieval-augmented Shapes decoder reads neighbours of: train (training), eval and
 # emblems_unseen (evaluation).
@@ -31,8 +32,7 @@ def make_bank(clip_dir: str, shapes_dir: str, codes_dir: str, text_tokenizer: st
               options: ShapesBankOptions = ShapesBankOptions(), batch_size: int = 256,
               progress: bool = True) -> tuple[MemoryBank, dict]:
     """Embeds the memory split with a trained CLIP into a bank saved at `out` (absent or empty)."""
-    if not is_empty_or_absent(out):
-        raise UserError(f"{out} is not empty; choose a new directory for the bank or delete that one.")
+    BANK_MANIFEST.check_empty(out)
     tokenizers = {"text_tokenizer": text_tokenizer, "image_tokenizer": image_tokenizer}
     codec, _ = load_codec(ml_collections.ConfigDict({"data": tokenizers}))
     codes = read_codes(codes_dir, "memory", codec.vocab.image_fingerprint)
@@ -45,8 +45,7 @@ def make_bank(clip_dir: str, shapes_dir: str, codes_dir: str, text_tokenizer: st
 
 def make_index(bank_dir: str, out: str, backend: str = "auto", params: ScannParams = ScannParams()):
     """Indexes a saved bank's keys into `out` (absent or empty); returns the index and its manifest."""
-    if not is_empty_or_absent(out):
-        raise UserError(f"{out} is not empty; choose a new directory for the index or delete that one.")
+    INDEX_MANIFEST.check_empty(out)
     bank = load_bank(bank_dir)
     index = build_index(bank.keys_ND, backend, params)
     return index, save_index(index, out, bank={"path": os.path.abspath(bank_dir), "fingerprint": bank.fingerprint})

@@ -1,35 +1,36 @@
 """A trained decoder with its tokenizers, ready to draw, caption, answer, edit and infill.
 
-    pipeline = Pipeline.load("runs/demo/decoder")
-    images, generation = pipeline.text_to_image("a large red circle ...", SamplingSettings(cfg_scale=3), samples=8)
+    trained = TrainedDecoder.load("runs/demo/decoder")
+    images, generation, _ = trained.text_to_image("a large red circle ...", SamplingSettings(cfg_scale=3), samples=8)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Sequence
 
-import jax
 import ml_collections
 import numpy as np
 from flax import nnx
+from PIL import Image
 
 from cm3jax.checkpoints import Checkpoints, Json
+from cm3jax.config import decoder_config, from_json_dict
+from cm3jax.data.tokenizers import load_codec
 from cm3jax.documents import DocumentCodec, TextSegment
 from cm3jax.errors import UserError
-from cm3jax.config import decoder_config
+from cm3jax.image_tokenizer.codec import decode_codes, encode_images
+from cm3jax.image_tokenizer.preprocess import load_image, prepare
 from cm3jax.model.decoder import Decoder
+from cm3jax.retrieval.retriever import ImageScorer
 from cm3jax.sampling import prompts
 from cm3jax.sampling.sampler import Generation, generate
 from cm3jax.sampling.strategies import SamplingSettings
 from cm3jax.vocab import MultimodalVocab
 
-# Scores images [N, H, W, 3] uint8 against one caption; higher is better (CLIP re-ranking).
-ImageScorer = Callable[[str, np.ndarray], np.ndarray]
-
 
 @dataclasses.dataclass
-class Pipeline:
+class TrainedDecoder:
     model: Decoder
     codec: DocumentCodec
     image_model: nnx.Module
@@ -37,26 +38,18 @@ class Pipeline:
     step: int
 
     @classmethod
-    def load(cls, workdir: str) -> "Pipeline":
+    def load(cls, workdir: str) -> "TrainedDecoder":
         """The newest checkpoint of a `cm3jax train` run, with the tokenizers its config names (their
         vocabulary must be the checkpoint's)."""
-        from cm3jax.train.loop import load_codec
-        checkpoints = Checkpoints(workdir, read_only=True, async_save=False)
-        step = checkpoints.latest_step()
-        if step is None:
-            raise UserError(f"No complete checkpoint in {checkpoints.directory}; train one with "
-                            f"`cm3jax train --workdir {workdir}`.")
-        saved = checkpoints.restore(step, {"config": Json(), "vocab": Json()})
-        config = ml_collections.ConfigDict(saved["config"])
-        codec, image_model = load_codec(config)
-        codec.vocab.check_matches(MultimodalVocab.from_json(saved["vocab"]), f"checkpoint {workdir}")
-        abstract = nnx.eval_shape(lambda: Decoder(decoder_config(config), nnx.Rngs(0)))
-        graphdef, abstract_params = nnx.split(abstract, nnx.Param)
-        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=local), abstract_params)
-        params = checkpoints.restore(step, {"params": like})["params"]
-        checkpoints.close()
-        return cls(nnx.merge(graphdef, params), codec, image_model, config, step)
+        checkpoints, step = Checkpoints.open_latest(workdir, "decoder", f"cm3jax train --workdir {workdir}")
+        with checkpoints:
+            saved = checkpoints.restore(step, {"config": Json(), "vocab": Json()})
+            config = from_json_dict(saved["config"])
+            codec, image_model = load_codec(config)
+            codec.vocab.check_matches(MultimodalVocab.from_json(saved["vocab"]), f"checkpoint {workdir}")
+            model = checkpoints.restore_module(step, lambda: Decoder(decoder_config(config), nnx.Rngs(0)),
+                                               as_state=True)
+        return cls(model, codec, image_model, config, step)
 
     @property
     def vocab(self) -> MultimodalVocab:
@@ -64,22 +57,17 @@ class Pipeline:
 
     def encode_image(self, image) -> np.ndarray:
         """Code grid [h, w] of an image file or uint8 array, preprocessed as Chameleon does."""
-        from cm3jax.image_tokenizer.codec import encode_images
-        from cm3jax.image_tokenizer.preprocess import load_image, preprocess
         resolution = self.image_model.config.resolution
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
                 raise UserError(f"An image array must be uint8 [H, W, 3]; got {image.dtype} {image.shape}.")
-            from PIL import Image
             image = Image.fromarray(image)
         else:
             image = load_image(image)
-        pixels = np.round((preprocess(image, resolution) + 1) * 127.5).clip(0, 255).astype(np.uint8)
-        return encode_images(self.image_model, pixels[None])[0]
+        return encode_images(self.image_model, prepare(image, resolution)[None])[0]
 
     def decode_images(self, generation: Generation) -> np.ndarray:
         """uint8 [N, H, W, 3]: each sample's first complete image (black where a sample has none)."""
-        from cm3jax.image_tokenizer.codec import decode_codes
         grids = []
         for i in range(len(generation.tokens)):
             ids = generation.sample(i)

@@ -1,7 +1,7 @@
 """Task prompts as documents, and their guidance streams.
 
-The unconditional stream replaces the condition by `<mask>` (PAPER.md; training drops captions
-to `<mask>` the same way). Layouts follow PAPER.md's Table 5:
+The unconditional stream replaces the condition by `<mask>` (docs/paper.md; training drops captions
+to `<mask>` the same way). Layouts follow the paper's Table 5 (docs/paper.md):
 
     text -> image   caption <break> | image
     caption         image <break> | caption

@@ -3,7 +3,7 @@
 All functions work on one sample's vectors ([V] or [S, V] over S guidance streams) and are
 vmapped over samples by the sampler, so a sample's draw depends only on its own key.
 
-Guidance combines log-probabilities (PAPER.md, Decoding):
+Guidance combines log-probabilities (docs/paper.md, Decoding):
     2 streams (cond, uncond):               cond + (g - 1) (cond - uncond)
     3 streams (full, image-only, uncond):   full + (g_txt - 1)(full - image) + (g_img - 1)(image - uncond)
 which equal `uncond + g (cond - uncond)` and Chameleon's instruct formula, but give exactly the
@@ -114,7 +114,7 @@ BISECTIONS = 40  # resolves probability gaps down to max(p) / 2**40
 
 
 def cd_k_scores(logp_cond_V: jax.Array, logp_uncond_V: jax.Array, alpha: jax.Array, k: int) -> jax.Array:
-    """CD-K (PAPER.md): log p_cond(t) - log p_uncond(t) for t with p_cond(t) >= alpha times the
+    """CD-K (docs/paper.md): log p_cond(t) - log p_uncond(t) for t with p_cond(t) >= alpha times the
     k-th largest p_cond, else -inf. Inputs are log-probabilities with disallowed tokens at -inf."""
     kth = jax.lax.top_k(logp_cond_V, k)[0][-1]
     plausible = logp_cond_V >= jnp.log(alpha) + kth

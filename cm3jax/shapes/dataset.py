@@ -20,13 +20,14 @@ import tensorflow_datasets as tfds
 from tqdm import tqdm
 
 from cm3jax import tfds_arrayrecord
+from cm3jax.fileio import built_aside
+from cm3jax.manifest import ManifestSpec
 from cm3jax.shapes import spec, world
 from cm3jax.shapes.scene import Scene
 from cm3jax.shapes.spec import ShapesError
 from cm3jax.shapes.tasks import scene_tasks
 
 NAME = "shapes_world"
-MANIFEST = "cm3jax_shapes.json"
 TASK_STREAM = 1  # scene_rng stream of a scene's task draws (0 is its layout)
 
 
@@ -55,6 +56,10 @@ class WorldSpec:
             raise ShapesError(f"memory holds one document per emblem, so it needs at least "
                               f"{len(world.EMBLEM_NAMES)} scenes (or 0), got {self.num_memory}.")
         return self
+
+
+MANIFEST = ManifestSpec("cm3jax_shapes.json", "Shapes dataset", "`cm3jax shapes make --out {directory}`",
+                        keys=tuple(field.name for field in dataclasses.fields(WorldSpec)))
 
 
 def features(resolution: int) -> tfds.features.FeaturesDict:
@@ -100,26 +105,20 @@ def _serializer(resolution: int):
     return tfds_arrayrecord.example_serializer(features(resolution))
 
 
-def _write_split(path: str, split: str, num: int, world_spec: WorldSpec, workers: int, bar: tqdm) -> None:
+def _serialized_split(split: str, num: int, world_spec: WorldSpec, workers: int, bar: tqdm) -> Iterator[bytes]:
     chunk = 500
     jobs = [(split, s, min(s + chunk, num), world_spec.seed, world_spec.resolution) for s in range(0, num, chunk)]
-    writer = tfds_arrayrecord.record_writer(path)
-    try:
-        if workers > 1 and len(jobs) > 1:
-            context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                for records in pool.map(_make_chunk, jobs):
-                    for record in records:
-                        writer.write(record)
-                    bar.update(len(records))
-        else:
-            for job in jobs:
-                records = _make_chunk(job)
-                for record in records:
-                    writer.write(record)
+    if workers > 1 and len(jobs) > 1:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for records in pool.map(_make_chunk, jobs):
+                yield from records
                 bar.update(len(records))
-    finally:
-        writer.close()
+    else:
+        for job in jobs:
+            records = _make_chunk(job)
+            yield from records
+            bar.update(len(records))
 
 
 def make(out_dir: str, world_spec: WorldSpec, workers: int | None = None, progress: bool = True) -> dict:
@@ -128,50 +127,38 @@ def make(out_dir: str, world_spec: WorldSpec, workers: int | None = None, progre
     that holds anything else is refused."""
     world_spec.check()
     manifest = dataclasses.asdict(world_spec)
-    existing = tfds_arrayrecord.read_manifest(out_dir, MANIFEST)
-    if existing is not None:
-        if existing == manifest:
-            return {"status": "exists", "scenes": 0, "seconds": 0.0}
-        changed = {k: (existing.get(k), v) for k, v in manifest.items() if existing.get(k) != v}
-        raise ShapesError(f"{out_dir} already holds a different Shapes dataset (differs in "
-                          f"{', '.join(f'{k}: {a!r} there, {b!r} asked' for k, (a, b) in changed.items())}). "
-                          f"Choose another --out or delete that directory.")
-    if not tfds_arrayrecord.is_empty_or_absent(out_dir):
-        raise ShapesError(f"{out_dir} is not empty and holds no Shapes dataset; choose an empty or new --out.")
+    if MANIFEST.made_already(out_dir, manifest):
+        return {"status": "exists", "scenes": 0, "seconds": 0.0}
     workers = workers or min(os.cpu_count() or 1, 8)
     start = time.perf_counter()
     total = sum(world_spec.counts().values())
-    with tfds_arrayrecord.built_aside(out_dir, prefix=".tmp-shapes-") as staging:
+    with built_aside(out_dir, prefix=".tmp-shapes-") as staging:
         data_dir = os.path.join(staging, NAME, world_spec.version)
         os.makedirs(data_dir)
-        split_infos = []
         with tqdm(total=total, desc="shapes make", unit="scene", disable=not progress) as bar:
-            for split, num in world_spec.counts().items():
-                path = tfds_arrayrecord.shard_path(data_dir, NAME, split)
-                _write_split(path, split, num, world_spec, workers, bar)
-                split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[num],
-                                                       num_bytes=os.path.getsize(path)))
+            split_infos = [tfds_arrayrecord.write_split(data_dir, NAME, split,
+                                                        _serialized_split(split, num, world_spec, workers, bar))
+                           for split, num in world_spec.counts().items()]
         _write_info(data_dir, world_spec, split_infos)
-        tfds_arrayrecord.write_manifest(staging, MANIFEST, manifest)
+        MANIFEST.write(staging, manifest)
     seconds = time.perf_counter() - start
     return {"status": "made", "scenes": total, "seconds": seconds, "scenes_per_second": total / seconds}
 
 
 def _write_info(data_dir: str, world_spec: WorldSpec, split_infos) -> None:
-    tfds.folder_dataset.write_metadata(
-        data_dir=data_dir, features=features(world_spec.resolution), split_infos=split_infos,
-        version=world_spec.version, filename_template=tfds_arrayrecord.FILENAME_TEMPLATE, check_data=False,
+    tfds_arrayrecord.write_metadata(
+        data_dir, features(world_spec.resolution), split_infos, world_spec.version,
         description="The cm3jax Shapes world: procedural scenes with every task variant (SHAPES.md).",
-        metadata=tfds.core.MetadataDict(world=dataclasses.asdict(world_spec)),
-        disable_shuffling=True,
-    )
+        metadata={"world": dataclasses.asdict(world_spec)})
+
+
+def is_dataset(directory: str) -> bool:
+    return MANIFEST.exists(directory)
 
 
 def load_spec(data_dir: str) -> WorldSpec:
-    manifest = tfds_arrayrecord.read_manifest(data_dir, MANIFEST)
-    if manifest is None:
-        raise ShapesError(f"{data_dir} holds no Shapes dataset; make one with `cm3jax shapes make --out {data_dir}`.")
-    return WorldSpec(**manifest)
+    manifest = MANIFEST.read(data_dir)
+    return WorldSpec(**{key: manifest[key] for key in MANIFEST.keys})
 
 
 def data_source(data_dir: str, split: str):

@@ -1,4 +1,4 @@
-"""Exact, anti-alias-free rasterisation of scenes (SHAPES.md, Objects)."""
+"""Exact, anti-alias-free rasterisation of scenes (docs/shapes.md, Objects)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import functools
 import numpy as np
 
 from cm3jax.shapes import spec
+from cm3jax.shapes.emblems import render_emblem
 from cm3jax.shapes.scene import Scene, ShapeObject
 
 
@@ -55,7 +56,6 @@ def render(scene: Scene, resolution: int | None = None) -> np.ndarray:
     """uint8[R, R, 3] image of the scene (R = the scene's resolution unless given)."""
     resolution = spec.check_resolution(resolution or scene.resolution)
     if scene.emblem is not None:
-        from cm3jax.shapes.emblems import render_emblem
         return render_emblem(scene.emblem, resolution)
     scale = resolution // spec.BASE_RESOLUTION
     canvas = np.empty((resolution, resolution, 3), np.uint8)

@@ -8,6 +8,7 @@ from typing import Any
 
 from cm3jax.fileio import atomic_write_text
 from cm3jax.shapes import spec
+from cm3jax.shapes.emblems import EMBLEM_NAMES
 from cm3jax.shapes.spec import ShapesError, check_word
 
 
@@ -116,7 +117,6 @@ class Scene:
         known = {"id", "resolution", "background", "objects", "emblem", "caption"}
         emblem = data.get("emblem")
         if emblem is not None:
-            from cm3jax.shapes.emblems import EMBLEM_NAMES
             check_word(emblem, EMBLEM_NAMES, "emblem")
         return cls(
             id=str(data.get("id", "")),

@@ -1,4 +1,4 @@
-"""Scores images against the scenes they were asked to show (SHAPES.md, Scoring)."""
+"""Scores images against the scenes they were asked to show (docs/shapes.md, Scoring)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The fixed vocabulary of the Shapes world (../shared/SHAPES.md is the contract)."""
+"""The fixed vocabulary of the Shapes world (docs/shapes.md is the contract)."""
 
 from __future__ import annotations
 

@@ -10,42 +10,41 @@ good checkpoint.
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 import os
-import signal
-import time
 from typing import Any
 
+import grain.python as grain
 import jax
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
-from tqdm import tqdm
 
+from cm3jax import training_loop
 from cm3jax.checkpoints import Checkpoints, Json
+from cm3jax.config import decoder_config
 from cm3jax.data.pipeline import ObjectiveConfig, global_batch, make_pipeline
 from cm3jax.data.shapes_tasks import JoinedSource, ShapesMixture, shapes_document
 from cm3jax.data.tokenizers import load_codec
 from cm3jax.distributed import maybe_initialize
 from cm3jax.documents import DocumentCodec
 from cm3jax.errors import UserError
-from cm3jax.config import decoder_config
 from cm3jax.fileio import atomic_write_text
 from cm3jax.image_tokenizer.report import save_loss_curves
 from cm3jax.model.decoder import Decoder
-from cm3jax.sharding import make_mesh, mesh_context, state_shardings
-from cm3jax.text_tokenizer import TextTokenizer
+from cm3jax.retrieval.neighbours import sample_context
 from cm3jax.retrieval.shapes_memory import retrieval_inputs
+from cm3jax.sharding import make_mesh, mesh_context, state_shardings
 from cm3jax.train.metrics import MetricLogger
 from cm3jax.train.optimizer import make_optimizer
 from cm3jax.train.step import jit_train_step, loss_and_metrics, optimizer_shardings
+from cm3jax.training_loop import Stopped
 from cm3jax.vocab import MultimodalVocab
 
+__all__ = ["Stopped", "train", "eval_nll", "check_config", "mesh_shape"]
 
-class Stopped(Exception):
-    """SIGTERM arrived; a checkpoint was saved."""
+RESULTS_JSON = "results.json"  # the finished run's figures (eval.samples adds the scores of its samples)
 
 
 def mesh_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -54,18 +53,23 @@ def mesh_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
     return data, fsdp, tensor
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """What would fail only once training runs."""
+    if config.train.seq_len > config.model.max_seq_len:
+        raise UserError(f"train.seq_len={config.train.seq_len} exceeds model.max_seq_len={config.model.max_seq_len}: "
+                        f"the model has no positions past its max_seq_len. Lower train.seq_len or raise "
+                        f"model.max_seq_len to at least {config.train.seq_len}.")
+
+
 def _pipeline(config, codec, split: str, seed: int, repeat: bool, retrieval=None):
     """The split's packed batches; with `retrieval` (bank, neighbours), each example after up
     to `data.retrieved_documents` of its offline neighbours."""
     source = JoinedSource(config.data.shapes_dir, config.data.codes_dir, split, codec.vocab.image_fingerprint)
-    import grain.python as grain
-    import functools
     mixture = ShapesMixture(config.data.image_to_text, config.data.cfg_dropout)
     objective = ObjectiveConfig(config.data.cm3_rate, config.data.span_rate)
     local_batch = config.train.batch_size // jax.process_count()
     to_context = None
     if retrieval is not None:
-        from cm3jax.retrieval.neighbours import sample_context
         bank, rows = retrieval[0], retrieval[1][split]
         documents = config.data.retrieved_documents
         to_context = lambda example, rng: sample_context(bank, rows[example["index"]], rng, documents)  # noqa: E731
@@ -86,6 +90,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
           progress: bool = True) -> dict[str, Any]:
     """Trains to config.train.steps (or stops after `stop_at_step`, as a kill would) and returns
     the final metrics."""
+    check_config(config)
     maybe_initialize(config)
     codec, _ = load_codec(config)
     config = ml_collections.ConfigDict(config.to_dict())
@@ -94,84 +99,57 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
     mesh = make_mesh(mesh_shape(config))
     os.makedirs(workdir, exist_ok=True)
     total_steps = config.train.steps
-    tx = make_optimizer(config.train, total_steps)
+    tx, learning_rate = make_optimizer(config.train, total_steps)
 
     abstract = nnx.eval_shape(lambda: Decoder(model_config, nnx.Rngs(config.train.seed)))
     graphdef, abstract_params = nnx.split(abstract, nnx.Param)
     param_shardings = state_shardings(abstract_params, mesh)
     init_params = jax.jit(lambda: nnx.split(Decoder(model_config, nnx.Rngs(config.train.seed)), nnx.Param)[1],
                           out_shardings=param_shardings)
-    checkpoints = Checkpoints(workdir, keep=config.checkpoint.keep)
     retrieval = retrieval_inputs(config, codec)
     data = iter(_pipeline(config, codec, "train", config.train.seed, repeat=True, retrieval=retrieval))
+    primary = jax.process_index() == 0  # the one process that writes logs and pictures
     with mesh_context(mesh):
-        params = init_params()
-        opt_state = jax.jit(tx.init)(params)
-        opt_state = jax.device_put(opt_state, optimizer_shardings(tx, opt_state, param_shardings, mesh))
-        step = 0
-        latest = checkpoints.latest_step()
-        if latest is not None:
-            where = os.path.join(checkpoints.directory, str(latest))
-            saved = checkpoints.restore(latest, {"config": Json(), "vocab": Json()})
-            _check_resumable(saved, config, codec.vocab, where)
-            restored = checkpoints.restore(latest, {"params": params, "opt_state": opt_state, "data": Json()})
-            params, opt_state = restored["params"], restored["opt_state"]
-            data.set_state(restored["data"])
-            step = latest
-        train_step = jit_train_step(graphdef, tx, params, opt_state, mesh, config.train.z_loss)
+        with Checkpoints(workdir, keep=config.checkpoint.keep) as checkpoints:
+            params = init_params()
+            opt_state = jax.jit(tx.init)(params)
+            opt_state = jax.device_put(opt_state, optimizer_shardings(tx, opt_state, param_shardings, mesh))
+            start = checkpoints.latest_step() or 0
+            if start:
+                saved = checkpoints.restore(start, {"config": Json(), "vocab": Json()})
+                _check_resumable(saved, config, codec.vocab, checkpoints.where(start))
+                restored = checkpoints.restore(start, {"params": params, "opt_state": opt_state, "data": Json()})
+                params, opt_state = restored["params"], restored["opt_state"]
+                data.set_state(restored["data"])
+            train_step = jit_train_step(graphdef, tx, learning_rate, params, opt_state, mesh, config.train.z_loss)
 
-        def save(at_step: int) -> None:
-            checkpoints.save(at_step, {"params": params, "opt_state": opt_state, "data": Json(data.get_state()),
-                                       "config": Json(config.to_dict()), "vocab": Json(codec.vocab.to_json())})
+            def step_fn(carry, _step: int):
+                params, opt_state, metrics = train_step(*carry, global_batch(next(data), mesh))
+                return (params, opt_state), metrics
 
-        primary = jax.process_index() == 0  # the one process that writes logs and pictures
-        logger = MetricLogger(workdir, step, total_steps, config.train.log_every, primary)
+            def save(at_step: int, carry) -> None:
+                checkpoints.save(at_step, {"params": carry[0], "opt_state": carry[1], "data": Json(data.get_state()),
+                                           "config": Json(config.to_dict()), "vocab": Json(codec.vocab.to_json())})
+
+            logger = MetricLogger(workdir, start, total_steps, config.train.log_every, primary)
+            schedule = training_loop.Schedule(
+                total_steps, config.train.log_every, config.checkpoint.every, stop_at_step,
+                "Lower train.peak_lr or raise train.warmup_steps, then resume.")
+            try:
+                (params, opt_state), step = training_loop.run(
+                    (params, opt_state), step_fn, start, schedule, save, logger.append, desc="train",
+                    progress=progress and primary,
+                    postfix=lambda r: {"loss": f"{r['loss']:.3f}", "tok_s": f"{r['tokens'] * r['steps_per_second']:.0f}"})
+            finally:
+                logger.close()
         records = logger.records
-        terminated = []
-        previous = signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
-        last_good = step
-        final_step = min(total_steps, stop_at_step) if stop_at_step is not None else total_steps
-        bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not (progress and primary))
-        started, tokens_seen = time.perf_counter(), 0.0
-        try:
-            while step < final_step:
-                batch = global_batch(next(data), mesh)
-                params, opt_state, metrics = train_step(params, opt_state, batch)
-                step += 1
-                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                if not math.isfinite(metrics["loss"]):
-                    raise UserError(f"The loss became {metrics['loss']} at step {step}; the run stopped and the last "
-                                    f"good checkpoint (step {last_good}) is kept. Lower train.peak_lr or raise "
-                                    f"train.warmup_steps, then resume.")
-                tokens_seen += metrics["tokens"]
-                record = {"step": step, **metrics, "lr": float(_lr(config, total_steps)(step - 1)),
-                          "tokens_per_second": tokens_seen / (time.perf_counter() - started)}
-                logger.log(record)
-                bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}")
-                if step % config.checkpoint.every == 0 or step == total_steps:
-                    save(step)
-                    last_good = step
-                if terminated:
-                    save(step)
-                    raise Stopped(f"SIGTERM at step {step}: checkpoint saved, resume with the same command.")
-        finally:
-            bar.close()
-            signal.signal(signal.SIGTERM, previous)
-            checkpoints.close()
-            logger.close()
         results = {"step": step, "loss": records[-1]["loss"] if records else None}
         if step == total_steps:
             results["eval_nll"] = eval_nll(config, codec, graphdef, params, mesh, retrieval)
     if step == total_steps and primary:
         save_loss_curves(os.path.join(workdir, "loss.png"), records)
-        atomic_write_text(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
+        atomic_write_text(os.path.join(workdir, RESULTS_JSON), json.dumps(results, indent=2) + "\n")
     return results
-
-
-def _lr(config, total_steps: int) -> optax.Schedule:
-    from cm3jax.train.optimizer import learning_rate
-    return learning_rate(config.train.peak_lr, config.train.warmup_steps, total_steps, config.train.end_lr_fraction)
 
 
 def eval_nll(config, codec: DocumentCodec, graphdef, params, mesh, retrieval=None) -> float:
@@ -179,5 +157,5 @@ def eval_nll(config, codec: DocumentCodec, graphdef, params, mesh, retrieval=Non
     and as many on every process)."""
     loss_fn = jax.jit(lambda p, b: loss_and_metrics(p, graphdef, b, 0.0)[1]["nll"])
     batches = iter(_pipeline(config, codec, "eval", seed=1234, repeat=True, retrieval=retrieval))
-    return float(np.mean([float(loss_fn(params, global_batch(next(batches), mesh)))
-                          for _ in range(config.eval.batches)]))
+    return float(np.mean(jax.device_get([loss_fn(params, global_batch(next(batches), mesh))
+                                         for _ in range(config.eval.batches)])))

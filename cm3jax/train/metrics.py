@@ -1,7 +1,7 @@
-"""Training metrics: every step's record to WORKDIR/metrics.jsonl (what the loss curves and
-resume checks read), and every `log_every` steps the clu-averaged interval to the console
-and, when the `tensorboard` extra (TensorFlow) is installed, to TensorBoard through clu's
-writers in WORKDIR/tensorboard."""
+"""The decoder's training metrics: every step's record to WORKDIR/metrics.jsonl (what the loss
+curves and resume checks read), and every `log_every` steps the clu-averaged interval to the
+console and, when the `tensorboard` extra (TensorFlow) is installed, to TensorBoard through
+clu's writers in WORKDIR/tensorboard."""
 
 # No `from __future__ import annotations`: clu builds the Collection from the real annotations.
 import os
@@ -22,13 +22,14 @@ class TrainMetrics(clu_metrics.Collection):
     nll: clu_metrics.Average.from_output("nll")
     accuracy: clu_metrics.Average.from_output("accuracy")
     grad_norm: clu_metrics.Average.from_output("grad_norm")
-    tokens_per_second: clu_metrics.LastValue.from_output("tokens_per_second")
-    learning_rate: clu_metrics.LastValue.from_output("lr")
+    tokens: clu_metrics.Average.from_output("tokens")
+    steps_per_second: clu_metrics.LastValue.from_output("steps_per_second")
+    learning_rate: clu_metrics.LastValue.from_output("learning_rate")
 
 
 def tensorboard_writer(logdir: str):
     """clu's default writer (TensorBoard summaries + absl logging), or None without TensorFlow:
-    clu's writers import it unconditionally."""
+    clu's writers import it unconditionally, hence the import here."""
     try:
         from clu import metric_writers
     except ImportError:
@@ -49,7 +50,7 @@ class MetricLogger:
     def records(self) -> list[dict]:
         return self.log_file.records
 
-    def log(self, record: dict[str, Any]) -> dict[str, float] | None:
+    def append(self, record: dict[str, Any]) -> dict[str, float] | None:
         """Appends one step's record; returns the interval's averages when an interval closes."""
         self.log_file.append(record)
         single = TrainMetrics.single_from_model_output(**record)
@@ -57,6 +58,7 @@ class MetricLogger:
         if record["step"] % self.log_every:
             return None
         summary = {k: float(v) for k, v in self.interval.compute().items()}
+        summary["tokens_per_second"] = summary.pop("tokens") * summary["steps_per_second"]
         self.interval = None
         if self.primary:
             if self.writer is not None:

@@ -15,6 +15,7 @@ from flax import nnx
 
 from cm3jax.data.pipeline import BATCH_KEYS
 from cm3jax.sharding import batch_sharding, state_shardings
+from cm3jax.train.optimizer import updates_done
 
 
 def loss_and_metrics(params, graphdef, batch: dict, z_loss: float) -> tuple[jax.Array, dict]:
@@ -32,10 +33,13 @@ def loss_and_metrics(params, graphdef, batch: dict, z_loss: float) -> tuple[jax.
     return loss, {"loss": loss, "nll": nll, "z_loss": z, "accuracy": correct.sum() / total, "tokens": weights.sum()}
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, z_loss: float = 0.0) -> Callable:
+def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    z_loss: float = 0.0) -> Callable:
+    """The step; its metrics include the learning rate of its update (`schedule` is tx's)."""
     def train_step(params, opt_state, batch):
         grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
         (_, metrics), grads = grad_fn(params, graphdef, batch, z_loss)
+        metrics["learning_rate"] = schedule(updates_done(opt_state))
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
@@ -43,14 +47,14 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, z_loss: float = 
     return train_step
 
 
-def jit_train_step(graphdef, tx, params, opt_state, mesh, z_loss: float = 0.0) -> Callable:
+def jit_train_step(graphdef, tx, schedule, params, opt_state, mesh, z_loss: float = 0.0) -> Callable:
     """The train step jitted with explicit in/out shardings on `mesh`; params and optimizer
     state are donated."""
     param_shardings = state_shardings(params, mesh)
     opt_shardings = optimizer_shardings(tx, opt_state, param_shardings, mesh)
     data = {k: batch_sharding(mesh) for k in BATCH_KEYS}
     replicated = jax.sharding.NamedSharding(mesh, jax.P())
-    return jax.jit(make_train_step(graphdef, tx, z_loss),
+    return jax.jit(make_train_step(graphdef, tx, schedule, z_loss),
                    in_shardings=(param_shardings, opt_shardings, data),
                    out_shardings=(param_shardings, opt_shardings, replicated),
                    donate_argnums=(0, 1))

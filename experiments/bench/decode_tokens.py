@@ -1,5 +1,5 @@
 """Benchmark: KV-cached decoding tokens/s on bench-small, side by side with Hugging Face
-`generate` on `ChameleonForConditionalGeneration` in PyTorch on CPU (../shared/BENCH.md).
+`generate` on `ChameleonForConditionalGeneration` in PyTorch on CPU (docs/benchmarks.md).
 
     python experiments/bench/decode_tokens.py [--rounds 3] [--json runs/bench/decode_tokens.json]
 

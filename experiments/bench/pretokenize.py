@@ -6,7 +6,7 @@ The tokenizer has random weights (`VQGANConfig()`: factor 4, 32x32 -> 8x8 codes 
 the trained one exists; speed does not depend on the weights. Every Shapes scene gives five
 images (scene, edit, grounding, edges, segmentation), so --images 5000 makes 1000 scenes.
 
-Measured side by side in this run (BENCH.md):
+Measured side by side in this run (docs/benchmarks.md):
 - the pipeline: `pretokenize` end to end (read ArrayRecord, encode, write), with and without
   its one compilation;
 - its ceiling: the jitted encoder alone on batches already in memory;
@@ -31,7 +31,8 @@ from flax import nnx
 from cm3jax.benchmarking import machine, matmul_gflops
 from cm3jax.fileio import atomic_write_text
 from cm3jax.image_tokenizer.model import VQGAN, VQGANConfig
-from cm3jax.image_tokenizer.pretokenize import BatchEncoder, pretokenize
+from cm3jax.image_tokenizer.codec import ImageEncoder
+from cm3jax.image_tokenizer.pretokenize import pretokenize
 from cm3jax.shapes.dataset import WorldSpec, make
 
 IMAGES_PER_SCENE = 5
@@ -48,15 +49,15 @@ def encoder_flops_per_image(model: VQGAN, batch_size: int, resolution: int) -> f
 
 def encode_only(model: VQGAN, batch_size: int, resolution: int, num_images: int) -> dict:
     """The ceiling: the pipeline's own jitted encoder on batches already in memory."""
-    encoder = BatchEncoder(model, batch_size)
-    images = np.random.default_rng(0).uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype(np.float32)
+    encoder = ImageEncoder(model, batch_size)
+    images = np.random.default_rng(0).integers(0, 256, (batch_size, resolution, resolution, 3), dtype=np.uint8)
     start = time.perf_counter()
-    np.asarray(encoder(images))
+    np.asarray(encoder.dispatch(images))
     first_call = time.perf_counter() - start
     batches = max(num_images // batch_size, 1)
     start = time.perf_counter()
     for _ in range(batches):
-        codes = encoder(images)
+        codes = encoder.dispatch(images)
     np.asarray(codes)
     seconds = time.perf_counter() - start
     steady_batch = seconds / batches

@@ -1,4 +1,4 @@
-"""Benchmark: retrieval queries/s at recall@10 >= 0.95 over 1,000,000 unit 512-d keys (BENCH.md):
+"""Benchmark: retrieval queries/s at recall@10 >= 0.95 over 1,000,000 unit 512-d keys (docs/benchmarks.md):
 ScaNN side by side with exact search (XLA matmul + top_k, cm3jax's `ExactIndex`) and faiss-cpu.
 
     python experiments/bench/retrieval_qps.py [--n 1000000] [--json runs/bench/retrieval_qps.json]

@@ -1,5 +1,5 @@
 """Benchmark: training tokens/s on bench-small, side by side with Hugging Face's
-`ChameleonForConditionalGeneration` in PyTorch on CPU (../shared/BENCH.md).
+`ChameleonForConditionalGeneration` in PyTorch on CPU (docs/benchmarks.md).
 
     python experiments/bench/train_tokens.py [--rounds 3] [--steps-per-round 3] [--json runs/bench/train_tokens.json]
 
@@ -59,11 +59,11 @@ class JaxSide:
     def __init__(self, config, ids: np.ndarray):
         model_config = decoder_config(config)
         self.mesh = make_mesh((len(jax.devices()), 1, 1))
-        tx = make_optimizer(config.train, config.train.steps)
+        tx, schedule = make_optimizer(config.train, config.train.steps)
         with mesh_context(self.mesh):
             graphdef, params = nnx.split(Decoder(model_config, nnx.Rngs(0)), nnx.Param)
             opt_state = tx.init(params)
-            self.step = jit_train_step(graphdef, tx, params, opt_state, self.mesh)
+            self.step = jit_train_step(graphdef, tx, schedule, params, opt_state, self.mesh)
         b, t = ids.shape[0], ids.shape[1] - 1
         self.batch = {"inputs": jnp.asarray(ids[:, :-1]), "targets": jnp.asarray(ids[:, 1:]),
                       "weights": jnp.ones((b, t), jnp.float32),

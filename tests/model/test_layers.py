@@ -48,3 +48,13 @@ def test_dense_keeps_bfloat16_operands_and_float32_logits():
     assert dx.dtype == dw.dtype == jnp.bfloat16
     np.testing.assert_allclose(dw.astype(jnp.float32), np.full((4, 5), 6.0))  # 2 x 3 tokens of ones
     np.testing.assert_allclose(dx.astype(jnp.float32), np.full((2, 3, 4), 2.5))
+
+
+def test_dense_weight_gradient_has_the_cpu_barrier_only_on_the_cpu():
+    grad = jax.jit(jax.grad(lambda x, w: jnp.sum(dense(x, w)), argnums=(0, 1)))
+    args = jax.ShapeDtypeStruct((2, 5, 8), jnp.float32), jax.ShapeDtypeStruct((8, 6), jnp.float32)
+    lowered = {platform: grad.trace(*args).lower(lowering_platforms=(platform,)).as_text()
+               for platform in ("cpu", "cuda", "tpu")}
+    assert "optimization_barrier" in lowered["cpu"]
+    assert "optimization_barrier" not in lowered["cuda"] and "optimization_barrier" not in lowered["tpu"]
+    assert "dot_general" in lowered["cuda"] and "dot_general" in lowered["tpu"]

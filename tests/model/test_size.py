@@ -76,12 +76,12 @@ def test_paper_train_steps_compile_sharded_to_the_predicted_bytes_per_device(nam
     config = load_config(str(EXPERIMENTS / f"{name}.py"))
     model = dataclasses.replace(decoder_config(config), n_layers=1)
     graphdef, params = nnx.split(nnx.eval_shape(lambda: Decoder(model, nnx.Rngs(0))), nnx.Param)
-    tx = make_optimizer(config.train, max(config.train.steps, config.train.warmup_steps + 1))
+    tx, schedule = make_optimizer(config.train, max(config.train.steps, config.train.warmup_steps + 1))
     opt_state = jax.eval_shape(tx.init, params)
     mesh = make_mesh(mesh_shape, jax.devices()[:8])
     batch_shape = (8, 128)
     with mesh_context(mesh):
-        step = jit_train_step(graphdef, tx, params, opt_state, mesh)
+        step = jit_train_step(graphdef, tx, schedule, params, opt_state, mesh)
         batch = {k: jax.ShapeDtypeStruct(batch_shape, jnp.float32 if k == "weights" else jnp.int32) for k in BATCH_KEYS}
         compiled = step.lower(params, opt_state, batch).compile()
     predicted = bytes_per_device(model, dict(zip(MESH_AXES, mesh_shape)))["total"]

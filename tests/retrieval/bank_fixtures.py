@@ -8,7 +8,8 @@ import numpy as np
 
 from cm3jax.documents import DocumentCodec
 from cm3jax.shapes.dataset import WorldSpec, data_source, make
-from cm3jax.text_tokenizer import shapes_corpus, train_text_tokenizer
+from cm3jax.shapes.corpus import shapes_corpus
+from cm3jax.text_tokenizer import train_text_tokenizer
 from cm3jax.vocab import MultimodalVocab
 
 GRID = (2, 2)

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from cm3jax.shapes.dataset import WorldSpec, make
-from cm3jax.text_tokenizer import shapes_corpus, train_text_tokenizer
+from cm3jax.shapes.corpus import shapes_corpus
+from cm3jax.text_tokenizer import train_text_tokenizer
 
 
 @pytest.fixture(scope="session")

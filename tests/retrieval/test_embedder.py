@@ -11,7 +11,8 @@ from cm3jax.retrieval.clip import document_keys
 from cm3jax.retrieval.clip_data import load_pairs
 from cm3jax.retrieval.clip_train import EVAL_JSON, evaluate
 from cm3jax.retrieval.embedder import ClipEmbedder
-from cm3jax.text_tokenizer import shapes_corpus, train_text_tokenizer
+from cm3jax.shapes.corpus import shapes_corpus
+from cm3jax.text_tokenizer import train_text_tokenizer
 from tests.retrieval.conftest import RECIPE
 
 TEXTS = ["a large red circle in the top left", "the flag of jormark", "", "top: a small blue cross",

@@ -4,6 +4,7 @@ records how to make its embedder, so `query` loads the toy one the way it loads 
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 from cm3jax.cli import main
 from cm3jax.retrieval.bank import IMAGE, TEXT, ShapesBankOptions, build_shapes_bank, load_bank
 from cm3jax.retrieval.index import load_index
+from cm3jax.retrieval.neighbours import load_neighbours
 from cm3jax.shapes.preview import CAPTION_LINES, CELL, LINE_HEIGHT
 from tests.retrieval.bank_fixtures import TOY, fake_codes, make_codec, make_world
 from tests.retrieval.toy_embedder import ToyEmbedder
@@ -105,7 +107,6 @@ def test_cli_errors_name_the_problem(exact_dir, bank_dir, tmp_path, capsys):
 
 
 def test_query_refuses_an_index_whose_bank_changed(bank_dir, tmp_path, capsys):
-    import shutil
     bank_copy = str(tmp_path / "bank")
     shutil.copytree(bank_dir, bank_copy)
     index_dir = str(tmp_path / "index")
@@ -120,7 +121,6 @@ def test_query_refuses_an_index_whose_bank_changed(bank_dir, tmp_path, capsys):
 
 
 def test_neighbours_command_writes_each_examples_documents(exact_dir, bank_dir, tmp_path, capsys):
-    from cm3jax.retrieval.neighbours import load_neighbours
     world = os.path.join(os.path.dirname(bank_dir), "shapes")
     out = str(tmp_path / "neighbours")
     assert main(["retrieval", "neighbours", "--index", exact_dir, "--data", world, "--split", "memory",

@@ -42,3 +42,15 @@ def test_unknown_or_unsupported_levels_are_refused():
     if "avx512" not in scann_kernels.cpu_levels():
         with pytest.raises(ValueError, match="cannot run"):
             scann_kernels.select(["avx512"])
+
+
+def test_builds_with_working_detection_are_left_alone(monkeypatch):
+    try:
+        scann_kernels.select([])
+        monkeypatch.setattr(scann_kernels.importlib.metadata, "version", lambda name: "9.9.9")
+        assert not scann_kernels.needs_enabling()
+        assert scann_kernels.enable() == [] and not any(scann_kernels.current().values())
+    finally:
+        monkeypatch.undo()
+        scann_kernels.enable()
+    assert {level for level, on in scann_kernels.current().items() if on} == set(scann_kernels.cpu_levels())

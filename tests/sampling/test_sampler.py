@@ -19,12 +19,19 @@ VOCAB = MultimodalVocab(100, 64, 8)
 CONTEXT = 64
 
 
+CONFIG = DecoderConfig(vocab_size=VOCAB.padded_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                       mlp_hidden=64, max_seq_len=CONTEXT, zero_init_outputs=False, positions="rope",
+                       norm="rmsnorm", mlp="swiglu", qk_norm=True, init_std=0.3)  # peaked logits
+
+
 @pytest.fixture(scope="module")
 def model():
-    config = DecoderConfig(vocab_size=VOCAB.padded_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                           mlp_hidden=64, max_seq_len=CONTEXT, zero_init_outputs=False, positions="rope",
-                           norm="rmsnorm", mlp="swiglu", qk_norm=True, init_std=0.3)  # peaked logits
-    return Decoder(config, nnx.Rngs(0))
+    return Decoder(CONFIG, nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def scanned_model():
+    return Decoder(dataclasses.replace(CONFIG, scan_layers=True), nnx.Rngs(0))
 
 
 def _text(*pieces):
@@ -63,14 +70,16 @@ def _reference(model, request, settings, max_new, seed, sample_id, until_image):
     return out
 
 
-@pytest.mark.parametrize("settings, streams", [
-    (SamplingSettings(strategy="greedy"), 1),
-    (SamplingSettings(temperature=0.8, top_p=0.9, top_k=20), 1),
-    (SamplingSettings(temperature=1.0, cfg_scale=3.0), 2),
-    (SamplingSettings(strategy="mix", temperature=0.7, top_p=0.8, cfg_scale=2.0, cd_alpha=0.2, cd_k=4), 2),
-    (SamplingSettings(temperature=1.0, image_scale=1.5, text_scale=4.0), 3),
+@pytest.mark.parametrize("settings, streams, model_name", [
+    (SamplingSettings(strategy="greedy"), 1, "model"),
+    (SamplingSettings(temperature=0.8, top_p=0.9, top_k=20), 1, "model"),
+    (SamplingSettings(temperature=1.0, cfg_scale=3.0), 2, "model"),
+    (SamplingSettings(strategy="mix", temperature=0.7, top_p=0.8, cfg_scale=2.0, cd_alpha=0.2, cd_k=4), 2, "model"),
+    (SamplingSettings(temperature=1.0, image_scale=1.5, text_scale=4.0), 3, "model"),
+    (SamplingSettings(temperature=1.0, cfg_scale=3.0), 2, "scanned_model"),  # its cache: one StackedCache
 ])
-def test_cached_sampling_equals_full_forward_sampling(model, settings, streams):
+def test_cached_sampling_equals_full_forward_sampling(request, settings, streams, model_name):
+    model = request.getfixturevalue(model_name)
     image_only = np.concatenate([[VOCAB.mask_id], CAPTIONS[0][1:]])
     requests = [(CAPTIONS[0], UNCOND, UNCOND)[:streams] if streams < 3 else (CAPTIONS[0], image_only, UNCOND),
                 (CAPTIONS[2], UNCOND, UNCOND)[:streams] if streams < 3 else (CAPTIONS[2], image_only, UNCOND)]

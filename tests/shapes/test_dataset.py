@@ -5,6 +5,7 @@ import grain.python as grain
 import numpy as np
 import pytest
 
+from cm3jax.errors import UserError
 from cm3jax.shapes import dataset
 from cm3jax.shapes.dataset import WorldSpec, data_source, make, scene_of
 from cm3jax.shapes.render import render
@@ -73,14 +74,14 @@ def test_making_the_same_dataset_again_is_a_no_op(made):
 
 def test_a_directory_with_a_different_dataset_is_refused_untouched(made):
     before = _digests(made)
-    with pytest.raises(ShapesError, match="different Shapes dataset.*num_train: 40 there, 41 asked"):
+    with pytest.raises(UserError, match="different Shapes dataset.*num_train: 40 there, 41 asked"):
         make(made, WorldSpec(**{**TINY.__dict__, "num_train": 41}), progress=False)
     assert _digests(made) == before
 
 
 def test_a_non_empty_foreign_directory_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(ShapesError, match="not empty"):
+    with pytest.raises(UserError, match="not empty"):
         make(str(tmp_path), TINY, progress=False)
     assert os.listdir(tmp_path) == ["notes.txt"]
 
@@ -99,5 +100,5 @@ def test_bad_specs_are_refused(tmp_path):
         make(str(tmp_path / "a"), WorldSpec(resolution=40))
     with pytest.raises(ShapesError, match="at least 32"):
         make(str(tmp_path / "a"), WorldSpec(num_memory=5))
-    with pytest.raises(ShapesError, match="holds no Shapes dataset"):
+    with pytest.raises(UserError, match="No Shapes dataset in .*`cm3jax shapes make --out"):
         data_source(str(tmp_path), "train")

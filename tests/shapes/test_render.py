@@ -6,7 +6,7 @@ from cm3jax.shapes.render import render, shape_mask
 from cm3jax.shapes.scene import Scene, ShapeObject
 from cm3jax.shapes.world import sample_split
 
-# Row widths of each shape at the base resolution, worked out by hand from SHAPES.md.
+# Row widths of each shape at the base resolution, worked out by hand from docs/shapes.md.
 ROW_WIDTHS = {
     ("square", 6): [6] * 6, ("square", 8): [8] * 8,
     ("circle", 6): [4, 6, 6, 6, 6, 4], ("circle", 8): [4, 6, 8, 8, 8, 8, 6, 4],

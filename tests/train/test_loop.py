@@ -19,7 +19,8 @@ from cm3jax.image_tokenizer.checkpoints import load_tokenizer
 from cm3jax.image_tokenizer.pretokenize import pretokenize
 from cm3jax.image_tokenizer.train import train as train_image_tokenizer
 from cm3jax.shapes.dataset import WorldSpec, make
-from cm3jax.text_tokenizer import shapes_corpus, train_text_tokenizer
+from cm3jax.shapes.corpus import shapes_corpus
+from cm3jax.text_tokenizer import train_text_tokenizer
 from cm3jax.train import loop
 from cm3jax.train.loop import Stopped, train
 
@@ -51,9 +52,13 @@ def _config(world, **train_overrides):
     return load_config(f"{ROOT}/experiments/shapes_tiny.py:test", _overrides(world, **train_overrides))
 
 
-def _losses(workdir):
+def _records(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line)["loss"] for line in f]
+        return [json.loads(line) for line in f]
+
+
+def _losses(workdir):
+    return [r["loss"] for r in _records(workdir)]
 
 
 def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(world, tmp_path):
@@ -63,6 +68,18 @@ def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(world, tmp_path):
     assert train(_config(world), str(tmp_path / "split"), stop_at_step=3, progress=False)["step"] == 3
     train(_config(world), str(tmp_path / "split"), progress=False)
     np.testing.assert_allclose(_losses(tmp_path / "split"), _losses(tmp_path / "whole"), rtol=1e-6)
+    records = _records(tmp_path / "split")
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6] and {r["kind"] for r in records} == {"train"}
+    # the step's own learning rate: warmup_steps=3 to peak_lr=3e-3
+    np.testing.assert_allclose([r["learning_rate"] for r in records[:4]], [0.0, 1e-3, 2e-3, 3e-3], rtol=1e-6)
+
+
+def test_a_sequence_longer_than_the_model_is_refused(tmp_path):
+    config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test", ["--config.train.seq_len=256"])
+    with pytest.raises(UserError, match=r"train.seq_len=256 exceeds model.max_seq_len=128.*Lower train.seq_len "
+                                        r"or raise model.max_seq_len to at least 256"):
+        train(config, str(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists(), "refused before anything is written"
 
 
 def test_shapes_eval_loss_falls(world, tmp_path):

@@ -27,12 +27,12 @@ def _batch(seed=0, batch=8, length=16):
 
 def _losses(mesh_shape, steps, batches, config=CONFIG):
     graphdef, params = nnx.split(Decoder(decoder_config(config), nnx.Rngs(0)), nnx.Param)
-    tx = make_optimizer(CONFIG.train, 100)
+    tx, schedule = make_optimizer(CONFIG.train, 100)
     opt_state = tx.init(params)
     mesh = make_mesh(mesh_shape, jax.devices()[:int(np.prod(mesh_shape))])
     losses = []
     with mesh_context(mesh):
-        step = jit_train_step(graphdef, tx, params, opt_state, mesh, CONFIG.train.z_loss)
+        step = jit_train_step(graphdef, tx, schedule, params, opt_state, mesh, CONFIG.train.z_loss)
         for i in range(steps):
             params, opt_state, metrics = step(params, opt_state, batches[i % len(batches)])
             losses.append(float(metrics["loss"]))
@@ -68,3 +68,18 @@ def test_accuracy_counts_argmax_hits():
     hits = (np.asarray(logits.argmax(-1)) == batch["targets"]) * batch["weights"]
     _, metrics = loss_and_metrics(params, graphdef, batch, 0.0)
     assert float(metrics["accuracy"]) == pytest.approx(hits.sum() / batch["weights"].sum())
+
+
+def test_the_step_reports_the_learning_rate_of_its_update():
+    graphdef, params = nnx.split(Decoder(decoder_config(CONFIG), nnx.Rngs(0)), nnx.Param)
+    tx, schedule = make_optimizer(CONFIG.train, 100)
+    opt_state = tx.init(params)
+    mesh = make_mesh((1, 1, 1), jax.devices()[:1])
+    rates = []
+    with mesh_context(mesh):
+        step = jit_train_step(graphdef, tx, schedule, params, opt_state, mesh)
+        for _ in range(4):
+            params, opt_state, metrics = step(params, opt_state, _batch(0))
+            rates.append(float(metrics["learning_rate"]))
+    # warmup_steps=2 to peak 1e-2, then linear decay to 1e-3 at step 100
+    np.testing.assert_allclose(rates, [0.0, 5e-3, 1e-2, 1e-2 - 9e-3 / 98], rtol=1e-5)

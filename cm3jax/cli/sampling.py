@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
-import numpy as np
-
 from cm3jax.errors import UserError
+
+GUIDANCE_FLAGS = {"cfg": "cfg_scale", "image_cfg": "image_scale", "text_cfg": "text_scale"}  # flag -> setting
 
 
 def _cd_k(text: str) -> tuple[float, int]:
@@ -34,13 +33,13 @@ def settings_from(args):
     top_p, cd = args.top_p, args.cd_k
     strategy = "mix" if top_p is not None and cd else "cd_k" if cd else "sample" if args.temperature > 0 else "greedy"
     alpha, k = cd or (SamplingSettings.cd_alpha, SamplingSettings.cd_k)
-    scales = {"cfg": "cfg_scale", "image_cfg": "image_scale", "text_cfg": "text_scale"}  # flag -> setting
-    extra = {setting: getattr(args, flag) for flag, setting in scales.items() if getattr(args, flag, None) is not None}
+    scales = {setting: getattr(args, flag) for flag, setting in GUIDANCE_FLAGS.items()
+              if getattr(args, flag, None) is not None}
     return SamplingSettings(strategy=strategy, temperature=args.temperature, top_p=1.0 if top_p is None else top_p,
-                            top_k=args.top_k, cd_alpha=alpha, cd_k=k, **extra)
+                            top_k=args.top_k, cd_alpha=alpha, cd_k=k, **scales)
 
 
-def _write_images(images: np.ndarray, labels: list[str], out: str) -> list[str]:
+def _write_images(images, labels: list[str], out: str) -> list[str]:
     """Each image as out_stem-i.png, and the grid at `out`."""
     from PIL import Image
     from cm3jax.shapes.preview import captioned_grid, save_png
@@ -55,26 +54,32 @@ def _write_images(images: np.ndarray, labels: list[str], out: str) -> list[str]:
     return paths
 
 
+def _load(args):
+    from cm3jax.sampling.inference import TrainedDecoder
+    return TrainedDecoder.load(args.checkpoint)
+
+
 def _generate(args, overrides) -> None:
     import dataclasses
+    import json
     from cm3jax.fileio import atomic_write_text
-    from cm3jax.sampling.inference import Pipeline
+    from cm3jax.retrieval.retriever import Retriever, clip_image_scorer
     if args.samples < 1:
         raise UserError(f"--samples must be at least 1, got {args.samples}.")
     if args.retrieve and not args.index:
         raise UserError("--retrieve K needs --index DIR, an index built with `cm3jax retrieval build`.")
     settings = settings_from(args)
-    pipeline = Pipeline.load(args.checkpoint)
+    trained = _load(args)
     context, retrieved = [], []
     if args.retrieve:
-        context, retrieved = retrieve_for_prompt(args.index, args.prompt, args.retrieve, pipeline.vocab)
-    rerank = clip_scorer(args.clip) if args.clip else None
-    images, generation, scores = pipeline.text_to_image(args.prompt, settings, args.samples, args.seed, context,
-                                                        rerank)
+        context, retrieved = Retriever.load(args.index).for_prompt(args.prompt, args.retrieve, trained.vocab)
+    rerank = clip_image_scorer(args.clip) if args.clip else None
+    images, generation, scores = trained.text_to_image(args.prompt, settings, args.samples, args.seed, context,
+                                                       rerank)
     labels = ([f"best of {args.samples} by CLIP: {args.prompt}"] if rerank else
               [f"{i}: {args.prompt}" for i in range(len(images))])
     paths = _write_images(images, labels, args.out)
-    record = {"prompt": args.prompt, "checkpoint": os.path.abspath(args.checkpoint), "step": pipeline.step,
+    record = {"prompt": args.prompt, "checkpoint": os.path.abspath(args.checkpoint), "step": trained.step,
               "seed": args.seed, "samples": args.samples, "settings": dataclasses.asdict(settings),
               "retrieved": retrieved, "rerank_scores": None if scores is None else scores.tolist(),
               "images": paths, "grid": args.out, "complete": generation.finished.tolist()}
@@ -83,52 +88,22 @@ def _generate(args, overrides) -> None:
     print(f"wrote {len(paths)} images and the grid {args.out} (settings in {settings_path})")
 
 
-def retrieve_for_prompt(index_dir: str, prompt: str, k: int, vocab) -> tuple[list[np.ndarray], list[dict]]:
-    """Token ids of the k documents the retrieval heuristics pick for a text prompt, most relevant
-    first, and a record of each (id, kind, text, score). Unlike at training time, documents
-    matching the prompt closely are kept: there is no query document here to copy, and the
-    closest match is what the prompt asks for."""
-    from cm3jax.retrieval.bank import load_embedder
-    from cm3jax.retrieval.index import load_bank_of, load_index
-    from cm3jax.retrieval.select import SelectionOptions, retrieve
-    index, manifest = load_index(index_dir)
-    bank = load_bank_of(manifest, index_dir)
-    vocab.check_matches(bank.vocab, f"the memory bank of {index_dir}")
-    options = SelectionOptions(k=k, candidates=max(32, 4 * k), max_relevance=None)
-    hits = retrieve(bank, index, load_embedder(bank.embedder_record), [prompt], [None], options)[0]
-    records = [{"id": bank.ids[h.row], "kind": bank.kind(h.row), "text": bank.document(h.row).text,
-                "score": h.score} for h in hits]
-    return [bank.tokens(h.row) for h in hits], records
-
-
-def clip_scorer(clip_workdir: str):
-    """Scores images against a caption by the cosine of their CLIP embeddings."""
-    from cm3jax.retrieval.embedder import ClipEmbedder
-    embedder = ClipEmbedder.load(clip_workdir)
-    return lambda caption, images: embedder.embed_images(images) @ embedder.embed_texts([caption])[0]
-
-
 def _caption(args, overrides) -> None:
-    from cm3jax.sampling.inference import Pipeline
-    print(Pipeline.load(args.checkpoint).caption(args.image, settings_from(args), seed=args.seed))
+    print(_load(args).caption(args.image, settings_from(args), seed=args.seed))
 
 
 def _answer(args, overrides) -> None:
-    from cm3jax.sampling.inference import Pipeline
-    print(Pipeline.load(args.checkpoint).answer(args.image, args.question, settings_from(args), seed=args.seed))
+    print(_load(args).answer(args.image, args.question, settings_from(args), seed=args.seed))
 
 
 def _edit(args, overrides) -> None:
-    from cm3jax.sampling.inference import Pipeline
-    images, _ = Pipeline.load(args.checkpoint).edit(args.image, args.instruction, settings_from(args), args.samples,
-                                                    args.seed)
+    images, _ = _load(args).edit(args.image, args.instruction, settings_from(args), args.samples, args.seed)
     _write_images(images, [f"{i}: {args.instruction}" for i in range(len(images))], args.out)
     print(f"wrote {len(images)} edited images and the grid {args.out}")
 
 
 def _infill(args, overrides) -> None:
-    from cm3jax.sampling.inference import Pipeline
-    print(Pipeline.load(args.checkpoint).infill(args.before, args.after, settings_from(args), seed=args.seed))
+    print(_load(args).infill(args.before, args.after, settings_from(args), seed=args.seed))
 
 
 def add_parsers(sub) -> None:

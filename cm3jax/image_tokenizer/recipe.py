@@ -1,10 +1,9 @@
-"""The tokenizer recipe (an ml_collections ConfigDict, see tokenizers/vqgan_shapes.py): its model
-section as a VQGANConfig, and its round trip through JSON for checkpoints."""
+"""The tokenizer recipe (an ml_collections ConfigDict, see tokenizers/vqgan_shapes.py): its
+sections checked, and its model section as a VQGANConfig."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import ml_collections
 
@@ -34,12 +33,3 @@ def check_recipe(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"config.data.resolution={config.data.resolution} differs from "
                         f"config.model.resolution={config.model.resolution}; set both to the same side.")
     vqgan_config(config)
-
-
-def to_json_dict(config: ml_collections.ConfigDict) -> dict:
-    """Plain JSON types only (tuples become lists)."""
-    return json.loads(config.to_json())
-
-
-def from_json_dict(data: dict) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(data)

@@ -1,0 +1,92 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cm3jax.image_tokenizer.codebook import (batch_usage_and_perplexity, code_histogram, ema_entries, ema_update,
+                                             restart_dead_codes, usage_and_perplexity)
+
+
+def test_the_histogram_counts_each_code():
+    codes = jnp.array([[0, 2], [2, 3]])
+    np.testing.assert_array_equal(code_histogram(codes, 5), [1, 0, 2, 1, 0])
+
+
+@pytest.mark.parametrize("counts,usage,perplexity", [
+    ([2, 2, 0, 0], 0.5, 2.0),
+    ([1, 1, 1, 1], 1.0, 4.0),
+    ([5, 0, 0, 0], 0.25, 1.0),
+    ([3, 1, 0, 0], 0.5, float(np.exp(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25))))),
+])
+def test_usage_and_perplexity_on_known_counts(counts, usage, perplexity):
+    assert usage_and_perplexity(counts) == pytest.approx((usage, perplexity))
+    jitted = jax.jit(batch_usage_and_perplexity)(jnp.array(counts))
+    assert (float(jitted[0]), float(jitted[1])) == pytest.approx((usage, perplexity), rel=1e-6)
+
+
+def test_no_codes_have_no_usage():
+    assert usage_and_perplexity([0, 0, 0]) == (0.0, 0.0)
+
+
+def test_dead_codes_age_and_restart_on_the_worst_represented_vectors():
+    embedding_KD = jnp.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    z_ND = jnp.array([[0.0, 0.1], [0.1, 0.0], [7.0, 7.0], [9.0, 9.0]])
+    error_N = jnp.array([0.0, 0.0, 5.0, 5.0])  # only the last two vectors are far from every code
+    counts_K = jnp.array([4, 0, 0])
+    embedding, ages, restarted = restart_dead_codes(embedding_KD, jnp.array([3, 1, 5]), counts_K, z_ND, error_N,
+                                                    jax.random.key(0), restart_after_steps=2)
+    np.testing.assert_array_equal(restarted, [False, True, True])
+    np.testing.assert_array_equal(ages, [0, 0, 0])
+    np.testing.assert_array_equal(embedding[0], embedding_KD[0])
+    assert sorted(map(tuple, np.asarray(embedding[1:]).tolist())) == [(7.0, 7.0), (9.0, 9.0)]
+    _, ages, restarted = restart_dead_codes(embedding_KD, jnp.array([0, 0, 0]), counts_K, z_ND, error_N,
+                                            jax.random.key(0), restart_after_steps=2)
+    np.testing.assert_array_equal(ages, [0, 1, 1])
+    assert not bool(restarted.any()), "codes younger than restart_after_steps wait"
+
+
+def test_at_most_one_code_restarts_per_vector():
+    embedding, ages, restarted = restart_dead_codes(jnp.zeros((4, 2)), jnp.full(4, 9), jnp.zeros(4, jnp.int32),
+                                                    jnp.array([[1.0, 1.0], [2.0, 2.0]]), jnp.ones(2),
+                                                    jax.random.key(0), restart_after_steps=2)
+    np.testing.assert_array_equal(restarted, [True, True, False, False])
+    np.testing.assert_array_equal(ages, [0, 0, 10, 10])
+    assert sorted(map(tuple, np.asarray(embedding[:2]).tolist())) == [(1.0, 1.0), (2.0, 2.0)]
+
+
+def test_dead_codes_are_restarted_on_poorly_represented_vectors():
+    clusters_CD = jnp.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    z_ND = jnp.repeat(clusters_CD, 8, axis=0) + 0.01 * jax.random.normal(jax.random.key(0), (24, 2))
+    embedding_KD = jnp.array([[0.0, 0.0], [-50.0, -50.0], [-60.0, -50.0], [-50.0, -60.0]])
+    nearest = lambda e: jnp.argmin(jnp.sum((z_ND[:, None] - e[None]) ** 2, -1), -1)
+    codes_N = nearest(embedding_KD)
+    assert set(np.asarray(codes_N).tolist()) == {0}
+    age_K = jnp.zeros(4, jnp.int32)
+    restarted_per_step = []
+    for step in range(8):
+        codes_N = nearest(embedding_KD)
+        error_N = jnp.sum((z_ND - embedding_KD[codes_N]) ** 2, -1)
+        embedding_KD, age_K, restarted = restart_dead_codes(embedding_KD, age_K, code_histogram(codes_N, 4), z_ND,
+                                                            error_N, jax.random.fold_in(jax.random.key(1), step), 2)
+        restarted_per_step.append(int(np.sum(restarted)))
+    assert restarted_per_step[:2] == [0, 3], "unused codes restart once they are restart_after_steps old"
+    error_before_N = jnp.sum((z_ND - embedding_KD[0]) ** 2, -1)
+    error_after_N = jnp.sum((z_ND - embedding_KD[nearest(embedding_KD)]) ** 2, -1)
+    assert float(jnp.mean(error_after_N)) < 0.5 * float(jnp.mean(error_before_N)), "restarts cut the error"
+    distance_to_well_represented_K = jnp.linalg.norm(embedding_KD[1:] - clusters_CD[0], axis=-1)
+    assert bool(jnp.all(distance_to_well_represented_K > 5.0)), \
+        "restarts go to the vectors the codebook represents worst, not to the well-represented cluster"
+
+
+def test_ema_entries_follow_the_mean_of_their_vectors():
+    previous_KD = jnp.array([[0.0, 0.0], [5.0, 5.0], [9.0, 9.0]])
+    count_K, sum_KD = jnp.full(3, 0.5), 0.5 * previous_KD
+    z_ND = jnp.array([[1.0, 2.0], [3.0, 4.0], [6.0, 6.0]])
+    codes_N = jnp.array([0, 0, 1])  # code 2 unused this batch
+    count_K, sum_KD = ema_update(count_K, sum_KD, codes_N, z_ND, decay=0.5)
+    np.testing.assert_allclose(count_K, [0.25 + 1.0, 0.25 + 0.5, 0.25])
+    entries = ema_entries(count_K, sum_KD, previous_KD)
+    np.testing.assert_allclose(entries[0], (0.25 * previous_KD[0] + 0.5 * (z_ND[0] + z_ND[1])) / 1.25, rtol=1e-6)
+    np.testing.assert_allclose(entries[1], (0.25 * previous_KD[1] + 0.5 * z_ND[2]) / 0.75, rtol=1e-6)
+    np.testing.assert_allclose(entries[2], previous_KD[2], rtol=1e-6, err_msg="an unused entry keeps its place")
+    assert np.array_equal(ema_entries(jnp.zeros(3), sum_KD, previous_KD), previous_KD)
