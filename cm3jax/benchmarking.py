@@ -13,9 +13,27 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def cpu_name_and_isa() -> tuple[str, str]:
+    """The CPU's model name and its widest vector ISA (AVX-512, AVX2 or neither), from /proc/cpuinfo
+    where there is one."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else platform.machine()
+    return name, isa
+
+
 def machine() -> str:
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"python {platform.python_version()}, jax {jax.__version__}")
+    name, isa = cpu_name_and_isa()
+    return (f"{name} ({isa}), {os.cpu_count()} cores, python {platform.python_version()}, jax {jax.__version__}")
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:

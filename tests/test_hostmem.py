@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from cm3jax import cli, hostmem
+from cm3jax import hostmem
 from cm3jax.hostmem import TUNABLES, malloc_environ
 
 glibc_linux = pytest.mark.skipif(malloc_environ({}) is None, reason="needs Linux with glibc")
@@ -38,15 +38,3 @@ def test_a_process_that_may_run_on_an_accelerator_keeps_its_malloc(monkeypatch):
     monkeypatch.setattr(hostmem.importlib.util, "find_spec", lambda name: object() if name == "jax_plugins" else None)
     assert malloc_environ({}) is None  # a GPU or TPU plugin is installed
     assert malloc_environ({"JAX_PLATFORMS": "cpu"}) is not None
-
-
-def test_only_the_measured_commands_restart(monkeypatch):
-    restarts = []
-    monkeypatch.setattr(cli, "restart_with_reusing_malloc", lambda: restarts.append(sys.argv[1]))
-    monkeypatch.setattr(cli, "main", lambda: 0)
-    for argv in (["cm3jax", "train", "--workdir", "w"], ["cm3jax", "shapes", "sample"], ["cm3jax", "demo"],
-                 ["cm3jax", "retrieval", "query"], ["cm3jax"]):
-        monkeypatch.setattr(sys, "argv", argv)
-        with pytest.raises(SystemExit):
-            cli.console_main()
-    assert restarts == ["train", "demo"]

@@ -60,14 +60,6 @@ def test_packed_rows_hold_whole_cm3_documents(codec):
     assert (batch["weights"][batch["segments"] == 0] == 0).all()
 
 
-def test_condition_dropout_replaces_the_caption_by_mask(codec):
-    mixture = ShapesMixture(image_to_text=0.0, cfg_dropout=1.0)
-    batch = next(iter(_pipeline(codec, mixture=mixture)))
-    for tokens in _documents(batch):
-        original = unmask(tokens, codec.vocab)
-        assert original[:2].tolist() == [codec.vocab.mask_id, codec.vocab.break_id]
-
-
 def test_same_seed_same_batches_and_exact_resume(codec):
     first = iter(_pipeline(codec, seed=3))
     for _ in range(3):

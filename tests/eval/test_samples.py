@@ -1,16 +1,10 @@
-import dataclasses
-
 import numpy as np
 import pytest
-from ml_collections import ConfigDict
 
-from cm3jax.errors import UserError
 from cm3jax.retrieval.bank import ShapesBankOptions, build_shapes_bank
-from cm3jax.shapes.dataset import make
 from cm3jax.shapes.world import sample_scene
 from cm3jax.eval.samples import _contexts, _first_document_is_the_emblem
-from cm3jax.retrieval.shapes_memory import retrieval_inputs
-from tests.retrieval.bank_fixtures import TOY, WORLD, fake_codes, make_codec, make_world
+from tests.retrieval.bank_fixtures import TOY, fake_codes, make_codec, make_world
 from tests.retrieval.toy_embedder import ToyEmbedder
 
 
@@ -37,20 +31,3 @@ def test_first_document_counts_only_the_emblem_asked_for(bank):
     rows = np.array([[16, 3, 0, 0], [18, 17, 0, 0], [-1, -1, 17, 0]], np.int32)
     # right; the right one only second; none by text (the image half does not count)
     assert _first_document_is_the_emblem(bank, scenes, rows) == pytest.approx(1 / 3)
-
-
-def test_retrieval_inputs_name_what_is_missing_before_training(bank, tmp_path):
-    bank, _ = bank
-    world = str(tmp_path / "shapes")
-    make(world, dataclasses.replace(WORLD, num_train=4), workers=1, progress=False)
-    config = ConfigDict({"data": {"retrieval_bank": "", "neighbours": "", "shapes_dir": world}})
-    assert retrieval_inputs(config, make_codec()) is None
-    config.data.retrieval_bank = str(tmp_path / "bank")
-    with pytest.raises(UserError, match="data.neighbours is not"):
-        retrieval_inputs(config, make_codec())
-    config.data.neighbours = str(tmp_path / "neighbours")
-    with pytest.raises(UserError, match="bank"):
-        retrieval_inputs(config, make_codec())
-    bank.save(config.data.retrieval_bank)
-    with pytest.raises(UserError, match="No neighbours in .*cm3jax retrieval neighbours"):
-        retrieval_inputs(config, make_codec())

@@ -1,27 +1,18 @@
-import json
 import os
-import re
 import shutil
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from cm3jax.checkpoints import Checkpoints, checkpoint_dir
-from cm3jax.config import load_config
+from cm3jax.checkpoints import checkpoint_dir
 from cm3jax.errors import UserError
 from cm3jax.image_tokenizer import checkpoints
 from cm3jax.image_tokenizer.data import render_split
 from cm3jax.image_tokenizer.train import LOSS_CURVES_PNG, RECONSTRUCTIONS_PNG, decode_codes, encode_images, \
     load_tokenizer, train
 from cm3jax.run_log import FILENAME, RunLog
-
-RECIPE = str(Path(__file__).resolve().parents[2] / "tokenizers" / "vqgan_shapes.py")
-
-
-def tiny_config(*overrides: str):
-    return load_config(f"{RECIPE}:tiny", overrides)
+from tests.image_tokenizer.conftest import tiny_config
 
 
 def train_losses(workdir) -> dict[int, float]:
@@ -92,41 +83,8 @@ def test_encode_and_decode_helpers(tiny_run):
         decode_codes(model, np.full((1, 8, 8), 32))
 
 
-def test_load_tokenizer_names_a_missing_checkpoint(tmp_path):
-    with pytest.raises(UserError, match=str(tmp_path / "nothing")):
-        load_tokenizer(str(tmp_path / "nothing"))
-    os.makedirs(checkpoint_dir(str(tmp_path / "empty")))
-    with pytest.raises(UserError, match="No complete tokenizer checkpoint"):
-        load_tokenizer(str(tmp_path / "empty"))
-
-
-def test_load_tokenizer_names_a_corrupt_checkpoint(tiny_run, tmp_path):
-    workdir = str(tmp_path / "corrupt")
-    shutil.copytree(tiny_run[0], workdir)
-    step_dir = os.path.join(checkpoint_dir(workdir), "30")
-    params_dir = os.path.join(step_dir, "params")
-    for root, _, files in os.walk(params_dir):
-        for name in files:
-            with open(os.path.join(root, name), "wb") as f:
-                f.write(b"garbage")
-    with pytest.raises(UserError, match=f"{re.escape(step_dir)}.*corrupt"):
-        load_tokenizer(workdir)
-    with open(os.path.join(step_dir, "config", "metadata"), "w") as f:
-        f.write("{not json")
-    with pytest.raises(UserError, match=f"{re.escape(step_dir)}.*corrupt.*Delete that step directory"):
-        load_tokenizer(workdir)
-
-
 def test_batch_must_split_over_the_devices(tmp_path):
     if jax.device_count() == 1:
         pytest.skip("any batch splits over one device")
     with pytest.raises(UserError, match="multiple of the"):
         train(tiny_config(f"--config.training.batch_size={jax.device_count() + 1}"), str(tmp_path), progress=False)
-
-
-def test_config_round_trips_through_the_checkpoint(tiny_run):
-    with Checkpoints(tiny_run[0], read_only=True) as store:
-        saved = checkpoints.restore_config(store, 30)
-    assert json.loads(saved.to_json()) == json.loads(tiny_config().to_json())
-
-

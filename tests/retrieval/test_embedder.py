@@ -1,6 +1,5 @@
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -11,8 +10,6 @@ from cm3jax.retrieval.clip import document_keys
 from cm3jax.retrieval.clip_data import load_pairs
 from cm3jax.retrieval.clip_train import EVAL_JSON, evaluate
 from cm3jax.retrieval.embedder import ClipEmbedder
-from cm3jax.shapes.corpus import shapes_corpus
-from cm3jax.text_tokenizer import train_text_tokenizer
 from tests.retrieval.conftest import RECIPE
 
 TEXTS = ["a large red circle in the top left", "the flag of jormark", "", "top: a small blue cross",
@@ -80,30 +77,3 @@ def test_document_keys_by_modality(embedder, shapes_dir):
         embedder.embed_documents(["a red circle", None], [None, None])
     with pytest.raises(UserError, match="2 texts but 1 images"):
         embedder.embed_documents(["a", "b"], [None])
-
-
-def test_missing_or_corrupt_checkpoints_are_user_errors(tiny_clip_run, tmp_path):
-    with pytest.raises(UserError, match="does not exist.*cm3jax retrieval clip"):
-        ClipEmbedder.load(str(tmp_path / "nothing"))
-    os.makedirs(tmp_path / "empty" / "checkpoints")
-    with pytest.raises(UserError, match="No complete CLIP checkpoint"):
-        ClipEmbedder.load(str(tmp_path / "empty"))
-    corrupt = tmp_path / "corrupt"
-    shutil.copytree(tiny_clip_run[0], corrupt)
-    for root, _, files in os.walk(corrupt / "checkpoints" / "6" / "params"):
-        for name in files:
-            with open(os.path.join(root, name), "wb") as f:
-                f.write(b"\x00garbage")
-    with pytest.raises(UserError, match="corrupt"):
-        ClipEmbedder.load(str(corrupt))
-
-
-def test_another_text_tokenizer_is_refused(tiny_clip_run, tmp_path):
-    workdir = tmp_path / "other_tokenizer"
-    shutil.copytree(tiny_clip_run[0], workdir)
-    train_text_tokenizer(shapes_corpus(40), 400).save(str(workdir / "text.model"))
-    with pytest.raises(UserError, match="not the text tokenizer this CLIP was trained with"):
-        ClipEmbedder.load(str(workdir))
-    os.remove(workdir / "text.model")
-    with pytest.raises(UserError, match="No text tokenizer"):
-        ClipEmbedder.load(str(workdir))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cm3jax.shapes import spec
-from cm3jax.shapes.detect import check_image, detect
+from cm3jax.shapes.detect import detect
 from cm3jax.shapes.render import render, render_many
 from cm3jax.shapes.scene import Scene
 from cm3jax.shapes.score import score
@@ -80,14 +80,8 @@ def test_colours_snap_within_60_and_noise_is_ignored():
     assert score([scene], specks[None])["exact_match"] == 1.0
 
 
-def test_bad_images_are_refused_with_the_reason():
+def test_scenes_and_images_must_pair_up():
     scenes = sample_split("eval", 2)
     images = render_many(scenes)
     with pytest.raises(ShapesError, match="2 scenes but 1 images"):
         score(scenes, images[:1])
-    with pytest.raises(ShapesError, match="dtype float32"):
-        check_image(images[0].astype(np.float32))
-    with pytest.raises(ShapesError, match=r"shape \(32, 32\)"):
-        check_image(images[0, :, :, 0])
-    with pytest.raises(ShapesError, match="resolution 30"):
-        check_image(images[0, :30, :30])

@@ -1,0 +1,102 @@
+"""Shapes pretraining documents: shapes_document puts caption and image in either order (the
+caption as <mask> under condition dropout), and JoinedSource pairs a made Shapes dataset with its
+pretokenized codes, refusing codes of another length or tokenizer."""
+
+import dataclasses
+import functools
+
+import grain.python as grain
+
+import numpy as np
+import pytest
+
+from cm3jax.data.pipeline import ObjectiveConfig, make_pipeline
+from cm3jax.data.shapes_tasks import JoinedSource, ShapesMixture, shapes_document
+from cm3jax.documents import DocumentCodec, ImageSegment, SpecialToken, TextSegment
+from cm3jax.errors import UserError
+from cm3jax.image_tokenizer.pretokenize import pretokenize, tokenizer_fingerprint
+from cm3jax.objectives import unmask
+from cm3jax.shapes.dataset import WorldSpec, data_source, make
+from cm3jax.vocab import MultimodalVocab
+
+EXAMPLE = {"caption": "a red circle on a black background", "codes": np.arange(4).reshape(2, 2), "index": 0}
+WORLD = WorldSpec(num_train=6, num_eval=3, num_novel=0, num_emblems_unseen=0, num_memory=0)
+
+
+def _kinds(document):
+    return [type(s).__name__ for s in document]
+
+
+def test_text_to_image_puts_the_caption_first():
+    document = shapes_document(EXAMPLE, np.random.default_rng(0), ShapesMixture(image_to_text=0.0, cfg_dropout=0.0))
+    assert _kinds(document) == ["TextSegment", "ImageSegment"]
+    assert document[0] == TextSegment(EXAMPLE["caption"])
+    np.testing.assert_array_equal(document[1].codes, EXAMPLE["codes"])
+
+
+def test_image_to_text_puts_the_image_first():
+    document = shapes_document(EXAMPLE, np.random.default_rng(0), ShapesMixture(image_to_text=1.0, cfg_dropout=1.0))
+    assert _kinds(document) == ["ImageSegment", "TextSegment"], "dropout never hides an image -> text caption"
+    assert document[1] == TextSegment(EXAMPLE["caption"])
+
+
+def test_condition_dropout_replaces_the_caption_by_mask(tokenizer_files):
+    document = shapes_document(EXAMPLE, np.random.default_rng(0), ShapesMixture(image_to_text=0.0, cfg_dropout=1.0))
+    assert document[0] == SpecialToken("<mask>") and isinstance(document[1], ImageSegment)
+    text = tokenizer_files[3]
+    codec = DocumentCodec(MultimodalVocab(text.vocab_size, 16, 4, text.fingerprint), text, (2, 2))
+    mixture = ShapesMixture(image_to_text=0.0, cfg_dropout=1.0)
+    for seed in range(5):  # through the pipeline of packed, CM3-masked rows too
+        batch = next(iter(make_pipeline(grain.MapDataset.source([EXAMPLE] * 8),
+                                        functools.partial(shapes_document, mixture=mixture), codec,
+                                        ObjectiveConfig(), 64, local_batch=2, seed=seed)))
+        for row in range(2):
+            segments = batch["segments"][row]
+            for segment in set(segments.tolist()) - {0}:
+                where = segments == segment
+                tokens = np.concatenate([batch["inputs"][row][where], batch["targets"][row][where][-1:]])
+                assert unmask(tokens, codec.vocab)[:2].tolist() == [codec.vocab.mask_id, codec.vocab.break_id]
+
+
+def test_the_mixture_shares_follow_their_probabilities():
+    rng = np.random.default_rng(0)
+    kinds = [_kinds(shapes_document(EXAMPLE, rng, ShapesMixture(image_to_text=0.5, cfg_dropout=0.2)))[0]
+             for _ in range(4000)]
+    assert kinds.count("ImageSegment") / 4000 == pytest.approx(0.5, abs=0.03)
+    assert kinds.count("SpecialToken") / 4000 == pytest.approx(0.5 * 0.2, abs=0.02)
+    same = [_kinds(shapes_document(EXAMPLE, np.random.default_rng(3), ShapesMixture())) for _ in range(3)]
+    assert same[0] == same[1] == same[2], "a function of the generator only"
+
+
+@pytest.fixture(scope="module")
+def joined(tmp_path_factory, tokenizer_files):
+    """(shapes dir, its codes dir, codes of a smaller world, the tokenizer's fingerprint)."""
+    root = tmp_path_factory.mktemp("joined")
+    model = tokenizer_files[2]
+    shapes, small = str(root / "shapes"), str(root / "small")
+    make(shapes, WORLD, workers=1, progress=False)
+    make(small, dataclasses.replace(WORLD, num_train=4), workers=1, progress=False)
+    pretokenize(shapes, str(root / "codes"), model, batch_size=8, progress=False)
+    pretokenize(small, str(root / "small_codes"), model, batch_size=8, progress=False)
+    return shapes, str(root / "codes"), str(root / "small_codes"), tokenizer_fingerprint(model)
+
+
+def test_joined_source_pairs_captions_and_codes_by_index(joined):
+    shapes, codes, _, fingerprint = joined
+    source = JoinedSource(shapes, codes, "train", fingerprint)
+    scenes = data_source(shapes, "train")
+    assert len(source) == 6
+    for i in range(len(source)):
+        example = source[i]
+        assert example["index"] == i and example["caption"] == scenes[i]["caption"].decode()
+        assert example["codes"].shape == (8, 8) and 0 <= example["codes"].min() and example["codes"].max() < 32
+    assert len(JoinedSource(shapes, codes, "eval")) == 3
+
+
+def test_joined_source_refuses_codes_of_another_length_or_tokenizer(joined):
+    shapes, codes, small_codes, fingerprint = joined
+    with pytest.raises(UserError, match=f"{shapes} has 6 train scenes but {small_codes} has codes for 4; "
+                                        "pretokenize this dataset again"):
+        JoinedSource(shapes, small_codes, "train", fingerprint)
+    with pytest.raises(UserError, match="were made by another tokenizer"):
+        JoinedSource(shapes, codes, "train", "0" * 64)
