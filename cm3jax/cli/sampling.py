@@ -106,41 +106,31 @@ def _infill(args, overrides) -> None:
     print(_load(args).infill(args.before, args.after, settings_from(args), seed=args.seed))
 
 
+def _command(sub, name: str, help: str, run, images: bool, *required: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help)
+    _sampling_arguments(p, images)
+    for flag in required:
+        p.add_argument(flag, required=True)
+    p.set_defaults(run=run)
+    return p
+
+
 def add_parsers(sub) -> None:
-    p = sub.add_parser("generate", help="draw images for a text prompt (CFG, top-p, CD-K, re-ranking)")
-    _sampling_arguments(p, images=True)
-    p.add_argument("--prompt", required=True)
+    p = _command(sub, "generate", "draw images for a text prompt (CFG, top-p, CD-K, re-ranking)", _generate, True,
+                 "--prompt")
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1: none)")
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--retrieve", type=int, default=0, metavar="K", help="put K retrieved documents before the prompt")
     p.add_argument("--index", default=None, help="the retrieval index to retrieve from (`cm3jax retrieval build`)")
     p.add_argument("--clip", default=None, help="a CLIP workdir: keep the sample it scores best against the prompt")
     p.add_argument("--out", required=True, help="the grid PNG; images and a settings JSON go beside it")
-    p.set_defaults(run=_generate)
 
-    p = sub.add_parser("caption", help="describe an image")
-    _sampling_arguments(p, images=False)
-    p.add_argument("--image", required=True)
-    p.set_defaults(run=_caption)
-
-    p = sub.add_parser("answer", help="answer a question about an image")
-    _sampling_arguments(p, images=False)
-    p.add_argument("--image", required=True)
-    p.add_argument("--question", required=True)
-    p.set_defaults(run=_answer)
-
-    p = sub.add_parser("edit", help="edit an image by an instruction (3-stream instruct guidance)")
-    _sampling_arguments(p, images=True)
-    p.add_argument("--image", required=True)
-    p.add_argument("--instruction", required=True)
+    _command(sub, "caption", "describe an image", _caption, False, "--image")
+    _command(sub, "answer", "answer a question about an image", _answer, False, "--image", "--question")
+    p = _command(sub, "edit", "edit an image by an instruction (3-stream instruct guidance)", _edit, True,
+                 "--image", "--instruction", "--out")
     p.add_argument("--image-cfg", type=float, default=1.5)
     p.add_argument("--text-cfg", type=float, default=7.5)
     p.add_argument("--samples", type=int, default=1)
-    p.add_argument("--out", required=True)
-    p.set_defaults(run=_edit)
-
-    p = sub.add_parser("infill", help="fill the text between --before and --after (CM3 infilling)")
-    _sampling_arguments(p, images=False)
-    p.add_argument("--before", required=True)
-    p.add_argument("--after", required=True)
-    p.set_defaults(run=_infill)
+    _command(sub, "infill", "fill the text between --before and --after (CM3 infilling)", _infill, False,
+             "--before", "--after")

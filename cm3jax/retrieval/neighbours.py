@@ -1,5 +1,5 @@
 """Offline neighbours: for every training example, memory-bank documents retrieved by its text
-and by its image (PAPER.md: two each), stored next to the examples as bank rows.
+and by its image (docs/paper.md: two each), stored next to the examples as bank rows.
 
     DIR/cm3jax_neighbours.json    the bank it indexes (path, size, fingerprint) and each split's settings
     DIR/<split>.npy               int32 [N, 2k]: k rows by text, then k by image; -1 = none

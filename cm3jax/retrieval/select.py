@@ -1,5 +1,5 @@
-"""Which retrieved documents condition a query: CM3Leon's heuristics (PAPER.md, "Retrieval
-augmentation"), each switchable.
+"""Which retrieved documents condition a query: CM3Leon's heuristics (docs/paper.md, Retrieval),
+each switchable.
 
 From the index's nearest candidates, in this order:
 1. never the query's own document (same id), nor a held-out one (`exclude_rows`);

@@ -148,7 +148,7 @@ def make(out_dir: str, world_spec: WorldSpec, workers: int | None = None, progre
 def _write_info(data_dir: str, world_spec: WorldSpec, split_infos) -> None:
     tfds_arrayrecord.write_metadata(
         data_dir, features(world_spec.resolution), split_infos, world_spec.version,
-        description="The cm3jax Shapes world: procedural scenes with every task variant (SHAPES.md).",
+        description="The cm3jax Shapes world: procedural scenes with every task variant (docs/shapes.md).",
         metadata={"world": dataclasses.asdict(world_spec)})
 
 

@@ -56,4 +56,4 @@ def test_only_the_measured_commands_restart(monkeypatch):
         monkeypatch.setattr(sys, "argv", argv)
         with pytest.raises(SystemExit):
             cli.console_main()
-    assert restarts == ["train", "demo"]
+    assert restarts == ["train"]
