@@ -12,13 +12,7 @@ from PIL import Image
 from cm3jax.cli import main
 from cm3jax.demo import run_demo
 
-pytestmark = pytest.mark.xdist_group("demo")  # one worker makes the demo once for every test here
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo")
-    return workdir, run_demo(str(workdir), "test")
+pytestmark = pytest.mark.xdist_group("demo")  # one worker makes the demo (tests/conftest.py) for every test here
 
 
 def test_demo_runs_every_stage_and_resumes(demo, capsys):

@@ -11,12 +11,42 @@ from __future__ import annotations
 import dataclasses
 
 import grain.python as grain
+import ml_collections
 import numpy as np
 
 from cm3jax.documents import ImageSegment, SpecialToken, TextSegment
 from cm3jax.errors import UserError
 from cm3jax.image_tokenizer.pretokenize import read_codes
 from cm3jax.shapes.dataset import data_source
+
+
+# What a Shapes decoder can be trained to do (cm3jax eval scores each where it was trained).
+TASKS = ("text_to_image", "caption", "infill", "vqa", "edit", "grounding", "structure")
+
+
+def trained_tasks(data: ml_collections.ConfigDict) -> frozenset[str]:
+    """The tasks a decoder trained on `data` (its config's `data`) has seen: pretraining teaches
+    text -> image and, with `image_to_text`, captions; the CM3 objective (`cm3_rate`) infilling;
+    a `tasks` mapping (task -> mixture weight) adds the instruction-tuning tasks it weights."""
+    image_first = float(data.get("image_to_text", 0.0))
+    found = set()
+    if image_first < 1.0:
+        found.add("text_to_image")
+    if image_first > 0.0:
+        found.add("caption")
+    if float(data.get("cm3_rate", 0.0)) > 0.0:
+        found.add("infill")
+    found |= {task for task, weight in dict(data.get("tasks") or {}).items() if float(weight) > 0.0}
+    unknown = found - set(TASKS)
+    if unknown:
+        raise UserError(f"data.tasks names {sorted(unknown)}, which are not Shapes tasks ({', '.join(TASKS)}).")
+    return frozenset(found)
+
+
+def trained_unconditionally(data: ml_collections.ConfigDict) -> bool:
+    """Whether captions were dropped to <mask> in training, so an unconditional stream means
+    something (classifier-free guidance and CD-K need one)."""
+    return float(data.get("cfg_dropout", 0.0)) > 0.0 and "text_to_image" in trained_tasks(data)
 
 
 @dataclasses.dataclass(frozen=True)

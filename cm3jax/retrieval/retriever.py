@@ -9,7 +9,7 @@ what `cm3jax retrieval query` and `cm3jax generate --retrieve` retrieve with.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -67,11 +67,17 @@ class Retriever:
         relevant first, and a record of each (id, kind, text, score). Unlike at training time,
         documents matching the prompt closely are kept: there is no query document here to copy,
         and the closest match is what the prompt asks for."""
+        return self.for_prompts([prompt], k, vocab)[0]
+
+    def for_prompts(self, prompts: Sequence[str], k: int, vocab: MultimodalVocab
+                    ) -> list[tuple[list[np.ndarray], list[dict]]]:
+        """`for_prompt` for many prompts, embedded and searched in batches."""
         vocab.check_matches(self.bank.vocab, f"the memory bank of {self.directory}")
-        hits = retrieve(self.bank, self.index, self.embedder, [prompt], [None], _selection(k, None))[0]
-        records = [{"id": self.bank.ids[h.row], "kind": self.bank.kind(h.row), "text": self.bank.texts[h.row],
-                    "score": h.score} for h in hits]
-        return [self.bank.tokens(h.row) for h in hits], records
+        found = retrieve(self.bank, self.index, self.embedder, list(prompts), [None] * len(prompts),
+                         _selection(k, None))
+        return [([self.bank.tokens(h.row) for h in hits],
+                 [{"id": self.bank.ids[h.row], "kind": self.bank.kind(h.row), "text": self.bank.texts[h.row],
+                   "score": h.score} for h in hits]) for hits in found]
 
     def tiles(self, query_text: str | None, query_image: np.ndarray | None, hits: list[Hit]
               ) -> tuple[np.ndarray, list[str]]:

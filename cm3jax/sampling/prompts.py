@@ -7,6 +7,7 @@ to `<mask>` the same way). Layouts follow the paper's Table 5 (docs/paper.md):
     caption         image <break> | caption
     answer          image <break> Question: q Answer: | a
     edit            Edit first image following the instruction <break> image <break> instruction <break> | image
+    structure       Generate an image from the {edge|segmentation} map <break> map <break> | image
     infill          before <sentinel:0> after <infill> <sentinel:0> | span <eoss>   (CM3's layout)
 """
 
@@ -15,9 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from cm3jax.documents import DocumentCodec, ImageSegment, SpecialToken, TextSegment
+from cm3jax.errors import UserError
 
 MASK = SpecialToken("<mask>")
 EDIT_PREFIX = "Edit first image following the instruction"
+STRUCTURE_PREFIX = "Generate an image from the {} map"
+STRUCTURE_KINDS = ("edge", "segmentation")
 
 
 def _open_image(codec: DocumentCodec, document: tuple) -> np.ndarray:
@@ -44,6 +48,15 @@ def edit(codec: DocumentCodec, codes: np.ndarray, instruction: str, guided: bool
         return _open_image(codec, (TextSegment(EDIT_PREFIX), image, text))
     full = prompt(ImageSegment(codes), TextSegment(instruction))
     return (full, prompt(ImageSegment(codes), MASK), prompt(MASK, MASK)) if guided else (full,)
+
+
+def structure(codec: DocumentCodec, map_codes: np.ndarray, kind: str, guided: bool) -> tuple[np.ndarray, ...]:
+    """Streams (cond, uncond) for structure -> image: the map's codes, or `<mask>` in their place."""
+    if kind not in STRUCTURE_KINDS:
+        raise UserError(f"Unknown structure map {kind!r}; choose one of {', '.join(STRUCTURE_KINDS)}.")
+    text = TextSegment(STRUCTURE_PREFIX.format(kind))
+    cond = _open_image(codec, (text, ImageSegment(map_codes)))
+    return (cond, _open_image(codec, (text, MASK))) if guided else (cond,)
 
 
 def infill(codec: DocumentCodec, before: str, after: str) -> tuple[np.ndarray, ...]:

@@ -25,7 +25,7 @@ from cm3jax.manifest import ManifestSpec
 from cm3jax.shapes import spec, world
 from cm3jax.shapes.scene import Scene
 from cm3jax.shapes.spec import ShapesError
-from cm3jax.shapes.tasks import scene_tasks
+from cm3jax.shapes.tasks import SceneTasks, scene_tasks
 
 NAME = "shapes_world"
 TASK_STREAM = 1  # scene_rng stream of a scene's task draws (0 is its layout)
@@ -77,9 +77,16 @@ def features(resolution: int) -> tfds.features.FeaturesDict:
     })
 
 
-def make_example(split: str, index: int, seed: int, resolution: int) -> dict:
+def example_tasks(split: str, index: int, seed: int, resolution: int) -> SceneTasks:
+    """Scene `index` of a split with every task drawn from it: what example `index` stores, for
+    any index (and for `dev`, which is never stored)."""
     scene = world.sample_scene(split, index, seed, resolution)
-    t = scene_tasks(scene, world.scene_rng(split, index, seed, TASK_STREAM), allow_novel=split == "novel")
+    return scene_tasks(scene, world.scene_rng(split, index, seed, TASK_STREAM), allow_novel=split == "novel")
+
+
+def make_example(split: str, index: int, seed: int, resolution: int) -> dict:
+    t = example_tasks(split, index, seed, resolution)
+    scene = t.scene
     return {
         "id": scene.id, "scene": scene.dumps(), "caption": scene.caption, "image": t.image,
         "caption_short": t.caption_short, "caption_long": t.caption_long,
@@ -165,6 +172,9 @@ def data_source(data_dir: str, split: str):
     """Random-access source of one split (a `tfds.data_source`): source[i] is example i."""
     world_spec = load_spec(data_dir)
     world.check_split(split)
+    if split not in world_spec.counts():
+        raise ShapesError(f"The {split} split is not stored in a made dataset; draw its scenes with "
+                          f"cm3jax.shapes.dataset.example_tasks({split!r}, index, seed, resolution).")
     if world_spec.counts()[split] == 0:
         return []  # array_record cannot open an empty shard; an empty split reads as empty
     builder = tfds.builder_from_directory(os.path.join(data_dir, NAME, world_spec.version))

@@ -217,6 +217,7 @@ class SceneTasks:
     question: str
     answer: str
     edit_instruction: str  # empty for emblem scenes
+    edit_kind: str  # one of EDIT_KINDS; empty for emblem scenes
     edit_scene: Scene  # the scene itself for emblem scenes
     edit_image: np.ndarray
     grounding_scene: Scene
@@ -237,7 +238,8 @@ def scene_tasks(scene: Scene, rng: np.random.Generator, allow_novel: bool = Fals
         scene=scene, image=image,
         caption_short=caption(scene, style, "short"), caption_long=caption(scene, style, "long"),
         question=question, answer=answer,
-        edit_instruction=the_edit.instruction if the_edit else "", edit_scene=edited,
+        edit_instruction=the_edit.instruction if the_edit else "", edit_kind=the_edit.kind if the_edit else "",
+        edit_scene=edited,
         edit_image=render(edited) if the_edit else image,
         grounding_scene=grounded, grounding_image=render(grounded),
         edges=edge_map(image), segmentation=segmentation_map(scene),

@@ -13,10 +13,12 @@ from cm3jax.shapes.emblems import EMBLEM_NAMES, NUM_EMBLEMS, SEEN_EMBLEMS, UNSEE
 from cm3jax.shapes.scene import Scene, ShapeObject
 from cm3jax.shapes.spec import ShapesError
 
-SPLITS = ("train", "eval", "novel", "emblems_unseen", "memory")
+# `dev` is never stored: the evaluation suite draws it on the fly, to choose recipes on without
+# touching `eval` (new splits go last: a split's position seeds its scenes).
+SPLITS = ("train", "eval", "novel", "emblems_unseen", "memory", "dev")
 NOVEL_SEED = 1729
 NUM_NOVEL_PAIRS = 4  # 10% of the 8 x 5 colour-shape pairs
-EMBLEM_RATE = 0.05  # share of seen-emblem scenes in train and eval
+EMBLEM_RATE = 0.05  # share of seen-emblem scenes in train, eval and dev
 ALL_PAIRS = tuple((c, s) for c in spec.COLORS for s in spec.SHAPES)
 
 
@@ -79,7 +81,7 @@ def sample_scene(split: str, index: int, seed: int = 0, resolution: int = spec.B
         emblem = UNSEEN_EMBLEMS[index % len(UNSEEN_EMBLEMS)]
     elif split == "memory" and index < NUM_EMBLEMS:
         emblem = EMBLEM_NAMES[index]
-    elif split in ("train", "eval") and rng.random() < EMBLEM_RATE:
+    elif split in ("train", "eval", "dev") and rng.random() < EMBLEM_RATE:
         emblem = SEEN_EMBLEMS[rng.integers(len(SEEN_EMBLEMS))]
     if emblem is not None:
         scene = Scene(scene_id, emblem=emblem, resolution=resolution)

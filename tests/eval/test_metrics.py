@@ -105,6 +105,7 @@ def test_grounding_perfect_and_blank():
     grounded = [tasks.grounding_scene(f"g-{i}", rng) for i in range(40)]
     perfect = metrics.grounding(grounded, _images(grounded))
     assert perfect["iou_at_0.5"]["rate"] >= 0.9 and perfect["mean_iou"] >= 0.85  # later objects may cover earlier
+    assert perfect["iou_at_0.5"] == perfect["renderer_iou_at_0.5"]
     assert metrics.grounding(grounded, _blank(grounded))["iou_at_0.5"]["rate"] == 0.0
     shuffled = metrics.grounding(grounded, _shuffled(_images(grounded)))
     assert shuffled["iou_at_0.5"]["rate"] < 0.2
@@ -113,3 +114,11 @@ def test_grounding_perfect_and_blank():
 def test_infills():
     assert metrics.infills(["red circle", "big"], ["red  circle", "big"])["exact_match"]["rate"] == 1.0
     assert metrics.infills(["red circle", "big"], ["blue circle", ""])["exact_match"]["rate"] == 0.0
+
+
+def test_the_full_suite_size_bounds_every_interval_by_three_points():
+    from cm3jax.eval.suite import SIZES
+    n = SIZES["full"]
+    widest = max(metrics.Rate(h, n).interval[1] - metrics.Rate(h, n).interval[0] for h in range(0, n + 1, 7))
+    assert widest / 2 <= 0.03 and metrics.Rate(n // 2, n).interval[1] - 0.5 <= 0.03
+    assert (metrics.Rate(n // 2 - 40, n - 80).interval[1] - metrics.Rate(n // 2 - 40, n - 80).value) > 0.03  # fewer would not

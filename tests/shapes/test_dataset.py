@@ -30,7 +30,8 @@ def _digests(directory):
 
 
 def test_every_split_loads_through_tfds_and_grain(made):
-    for split in SPLITS:
+    assert set(TINY.counts()) == set(SPLITS) - {"dev"}
+    for split in TINY.counts():
         source = data_source(made, split)
         assert len(source) == TINY.counts()[split]
         example = source[len(source) - 1]
@@ -102,3 +103,14 @@ def test_bad_specs_are_refused(tmp_path):
         make(str(tmp_path / "a"), WorldSpec(num_memory=5))
     with pytest.raises(UserError, match="No Shapes dataset in .*`cm3jax shapes make --out"):
         data_source(str(tmp_path), "train")
+
+
+def test_dev_is_drawn_not_stored_and_any_index_matches_what_make_stores(made):
+    with pytest.raises(ShapesError, match="dev split is not stored.*example_tasks"):
+        data_source(made, "dev")
+    stored = data_source(made, "eval")[3]
+    tasks = dataset.example_tasks("eval", 3, TINY.seed, TINY.resolution)
+    assert scene_of(stored) == tasks.scene and np.array_equal(stored["edit_image"], tasks.edit_image)
+    assert stored["edit_instruction"].decode() == tasks.edit_instruction
+    dev = dataset.example_tasks("dev", 3, TINY.seed, TINY.resolution)
+    assert dev.scene.id == "dev-000003" and dev.scene != tasks.scene

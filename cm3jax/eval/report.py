@@ -1,0 +1,144 @@
+"""report.html for an evaluation suite's results: a table per task (each rate with its 95%
+interval), plots of the sweeps (matplotlib), and the grids the tasks drew, beside results.json."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+
+from cm3jax.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
+from cm3jax.report import STYLE  # noqa: E402
+
+RECORD_KEYS = ("prompt_set", "fingerprint", "settings", "seed", "retrieved", "samples", "reranked_by", "layout")
+
+
+def _is_rate(value) -> bool:
+    return isinstance(value, dict) and "rate" in value and "ci95" in value
+
+
+def _format(value) -> str:
+    if _is_rate(value):
+        if value["rate"] is None:
+            return "n/a (0 prompts)"
+        low, high = value["ci95"]
+        return f"{100 * value['rate']:.1f}% [{100 * low:.1f}, {100 * high:.1f}] of {value['total']}"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def figures(results: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """(name, formatted value) for every figure of a task's results, settings left out."""
+    rows = []
+    for key, value in results.items():
+        name = f"{prefix}{key}"
+        if key in RECORD_KEYS:
+            continue
+        if _is_rate(value) or not isinstance(value, (dict, list)):
+            rows.append((name, _format(value)))
+        elif isinstance(value, dict):
+            rows += figures(value, name + " / ")
+    return rows
+
+
+def _rate(value) -> float:
+    return float("nan") if value is None or value.get("rate") is None else 100 * value["rate"]
+
+
+def _save(figure, path: str) -> None:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot(task: str, results: dict, out: str) -> str | None:
+    """The task's sweep as a PNG in `out` (its file name), or None for a task without one."""
+    figure, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    if task == "retrieval":
+        for split, found in results.items():
+            points = sorted((int(k), _rate(v["exact_match"])) for k, v in found["by_retrieved"].items())
+            ax.plot(*zip(*points), marker="o", label=split)
+        ax.set_xlabel("retrieved documents")
+        ax.set_ylabel("text -> image exact match (%)")
+    elif task == "emblems":
+        points = sorted((int(k), 100 * v["emblem_pixel_accuracy"]) for k, v in results["by_retrieved"].items())
+        ax.bar([str(k) for k, _ in points], [v for _, v in points])
+        ax.set_xlabel("retrieved documents")
+        ax.set_ylabel("unseen emblem pixel accuracy (%)")
+    elif task == "cfg":
+        for strategy, by_scale in results.items():
+            points = sorted((float(k), _rate(v["exact_match"])) for k, v in by_scale.items())
+            ax.plot(*zip(*points), marker="o", label=strategy)
+        ax.set_xlabel("classifier-free guidance scale")
+        ax.set_ylabel("exact match (%)")
+    elif task == "decoding":
+        for strategy, by_samples in results.items():
+            points = sorted((int(k), _rate(v["exact_match"])) for k, v in by_samples.items())
+            ax.plot(*zip(*points), marker="o", label=strategy)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("samples per prompt, best kept by CLIP")
+        ax.set_ylabel("exact match (%)")
+    else:
+        plt.close(figure)
+        return None
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    ax.set_title(task)
+    ax.grid(alpha=0.3)
+    name = f"{task}_plot.png"
+    _save(figure, os.path.join(out, name))
+    return name
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f"<table>{cells}</table>"
+
+
+def _image(name: str) -> str:
+    return f"<figure><img src='{html.escape(name)}' alt='{html.escape(name)}'><figcaption>{html.escape(name)}" \
+           f"</figcaption></figure>"
+
+
+def write(out: str, results: dict) -> str:
+    """Writes OUT/report.html (and the plots beside it); returns its path."""
+    title = f"cm3jax eval: {results['suite']} suite, {results['size']} ({results['split']})"
+    checkpoint = results["checkpoint"]
+    machine = results["machine"]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+             _table([("checkpoint", html.escape(f"{checkpoint['workdir']} at step {checkpoint['step']}")),
+                     ("trained for", html.escape(", ".join(results["trained_tasks"]))),
+                     ("seed", str(results["seed"])), ("prompts per set", str(results["prompts_per_set"])),
+                     ("machine", html.escape(f"{machine['cpu']} ({machine['isa']}), {machine['cores']} cores, "
+                                             f"{machine['backend']}"))]),
+             "<h2>Prompt sets</h2>",
+             _table([(role, html.escape(f"{ps['split']}: {ps['size']} prompts, {ps['fingerprint'][:19]}..., "
+                                        f"{ps['skipped_as_in_train']} skipped as in train"
+                                        + (" (exhausted)" if ps["exhausted"] else "")))
+                     for role, ps in results["prompt_sets"].items()])]
+    for task, entry in results["tasks"].items():
+        parts.append(f"<h2>{html.escape(task)}: {html.escape(entry['status'])}</h2>")
+        if entry["status"] != "done":
+            parts.append(f"<p>{html.escape(entry['reason'])}</p>")
+            continue
+        parts.append(_table(figures(entry["results"]) + [("seconds", f"{entry['seconds']:.1f}")]))
+        picture = plot(task, entry["results"], out)
+        for name in ([picture] if picture else []) + entry.get("grids", []):
+            parts.append(_image(name))
+        settings = json.dumps(entry["results"], indent=1, default=str)
+        parts.append(f"<details><summary>every figure with its settings</summary><pre>{html.escape(settings)}</pre>"
+                     f"</details>")
+    parts.append("</body></html>\n")
+    path = os.path.join(out, "report.html")
+    atomic_write_text(path, "\n".join(parts))
+    return path
