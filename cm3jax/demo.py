@@ -7,9 +7,10 @@ its output is already there (so an interrupted demo resumes).
 tokenizer; 4. pretokenize every image; 5. train the retriever's CLIP; 6. embed the memory
 split into a memory bank; 7. index it; 8. retrieve every example's neighbours (training
 examples never see the unseen emblems); 9. train the retrieval-augmented decoder (text ->
-image and image -> text) and score its greedy samples with the Shapes detector: eval
-captions without and with a retrieved document, and the unseen emblems, which only a copy
-from a retrieved document can draw. WORKDIR/report.html shows the scores and every picture.
+image and image -> text); 10. score it with the evaluation suite (`cm3jax eval`, quick size):
+text -> image with 0, 1 and 2 retrieved documents, the unseen emblems (only a copy from a
+retrieved document can draw them), the guidance and decoding sweeps, captions and infilling.
+WORKDIR/report.html shows the scores and every picture; WORKDIR/eval/report.html the suite's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import time
 
 from cm3jax.config import load_config
 from cm3jax.errors import UserError
-from cm3jax.eval.samples import RESULTS_JSON, evaluate_run
+from cm3jax.eval.suite import RESULTS_JSON as EVAL_RESULTS
+from cm3jax.eval.suite import run_suite
 from cm3jax.image_tokenizer.checkpoints import latest_step, load_tokenizer
 from cm3jax.image_tokenizer.pretokenize import MANIFEST as CODES_MANIFEST
 from cm3jax.image_tokenizer.pretokenize import pretokenize
@@ -37,12 +39,12 @@ from cm3jax.shapes.corpus import shapes_corpus
 from cm3jax.shapes.dataset import MANIFEST as SHAPES_MANIFEST
 from cm3jax.shapes.dataset import WorldSpec, make
 from cm3jax.text_tokenizer import train_text_tokenizer
-from cm3jax.train.loop import train
+from cm3jax.train.loop import RESULTS_JSON, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = {  # demo variant -> (world, VQ-GAN, CLIP, decoder) config variants
-    "default": ("default", "demo", "default", "retrieval"),
-    "test": ("tiny", "tiny", "tiny", "test_retrieval"),
+VARIANTS = {  # demo variant -> (world, VQ-GAN, CLIP, decoder) config variants and the suite's size
+    "default": ("default", "demo", "default", "retrieval", "quick"),
+    "test": ("tiny", "tiny", "tiny", "test_retrieval", "smoke"),
 }
 
 
@@ -62,22 +64,28 @@ def _neighbours_done(directory: str) -> bool:
     return NEIGHBOURS_MANIFEST.exists(directory) and set(SPLITS) <= set(NEIGHBOURS_MANIFEST.read(directory)["splits"])
 
 
-def _scored(decoder_dir: str) -> bool:
-    """The decoder finished training and its samples were scored (results.json holds both)."""
+def _read(path: str) -> dict | None:
     try:
-        with open(os.path.join(decoder_dir, RESULTS_JSON)) as f:
-            return "text_to_image" in json.load(f)
+        with open(path) as f:
+            return json.load(f)
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def _evaluated(eval_dir: str, decoder_dir: str) -> bool:
+    """The suite scored every task of the finished decoder's checkpoint without an error."""
+    results, trained = _read(os.path.join(eval_dir, EVAL_RESULTS)), _read(os.path.join(decoder_dir, RESULTS_JSON))
+    return bool(results and trained and results["checkpoint"]["step"] == trained["step"]
+                and all(e["status"] != "error" for e in results["tasks"].values()))
 
 
 def run_demo(workdir: str, variant: str = "default") -> dict:
     if variant not in VARIANTS:
         raise UserError(f"Unknown demo variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
-    world_variant, vq_variant, clip_variant, decoder_variant = VARIANTS[variant]
+    world_variant, vq_variant, clip_variant, decoder_variant, suite_size = VARIANTS[variant]
     paths = {k: os.path.join(workdir, v) for k, v in
              dict(shapes="shapes", text="text.model", vqgan="vqgan", codes="codes", clip="clip", bank="bank",
-                  index="index", neighbours="neighbours", decoder="decoder").items()}
+                  index="index", neighbours="neighbours", decoder="decoder", eval="eval").items()}
     world = load_config(f"{ROOT}/experiments/shapes_world.py:{world_variant}").world
     vq_config = load_config(f"{ROOT}/tokenizers/vqgan_shapes.py:{vq_variant}")
     clip_config = load_config(f"{ROOT}/retrieval/clip_shapes.py:{clip_variant}",
@@ -112,14 +120,14 @@ def run_demo(workdir: str, variant: str = "default") -> dict:
         "neighbours": _stage("retrieve every example's neighbours", _neighbours_done(paths["neighbours"]),
                              lambda: make_neighbours(paths["index"], paths["shapes"], SPLITS,
                                                      paths["neighbours"], selection)),
-        "decoder": _stage("train the decoder and score its samples", _scored(paths["decoder"]),
-                          lambda: (train(decoder_config, paths["decoder"]), evaluate_run(paths["decoder"]))),
+        "decoder": _stage("train the decoder", _read(os.path.join(paths["decoder"], RESULTS_JSON)) is not None,
+                          lambda: train(decoder_config, paths["decoder"])),
+        "evaluation": _stage(f"score the decoder on the evaluation suite ({suite_size})",
+                             _evaluated(paths["eval"], paths["decoder"]),
+                             lambda: run_suite(paths["decoder"], suite_size, out=paths["eval"])),
     }
-    with open(os.path.join(paths["decoder"], RESULTS_JSON)) as f:
-        results = json.load(f)
-    with open(os.path.join(paths["clip"], EVAL_JSON)) as f:
-        results["retriever"] = json.load(f)
-    results["stage_seconds"] = timings
-    print(json.dumps(results, indent=2))
+    results = {"decoder": _read(os.path.join(paths["decoder"], RESULTS_JSON)),
+               "retriever": _read(os.path.join(paths["clip"], EVAL_JSON)),
+               "evaluation": _read(os.path.join(paths["eval"], EVAL_RESULTS)), "stage_seconds": timings}
     print(f"[demo] report: {write_report(workdir, results)}")
     return results

@@ -1,6 +1,7 @@
-"""One HTML page for a finished demo: every stage's time, the scores as tables, and the
-pictures the stages drew (loss curves, reconstructions, sample grids), linked relatively so
-the workdir can be copied or served as it is."""
+"""One HTML page for a finished demo: every stage's time, the training figures, the evaluation
+suite's headline per task (its own report.html has every figure), and the pictures the stages
+drew (loss curves, reconstructions, sample grids, sweeps), linked relatively so the workdir can be
+copied or served as it is."""
 
 from __future__ import annotations
 
@@ -8,12 +9,10 @@ import glob
 import html
 import os
 
+from cm3jax.eval.report import STYLE, headline
 from cm3jax.fileio import atomic_write_text
 
-PICTURE_DIRS = ("vqgan", "clip", "decoder")
-STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
-         "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}img{max-width:100%;image-rendering:pixelated}"
-         "figure{margin:1.5em 0}")
+PICTURE_DIRS = ("vqgan", "clip", "decoder", "eval")
 
 
 def _value(v) -> str:
@@ -32,15 +31,27 @@ def _table(rows: dict, title: str) -> str:
     return "\n".join(out)
 
 
+def _evaluation(evaluation: dict, link: str) -> str:
+    rows = []
+    for task, entry in evaluation["tasks"].items():
+        if entry["status"] != "done":
+            rows.append((task, html.escape(f"{entry['status']}: {entry['reason']}")))
+            continue
+        rows += [(f"{task}: {name}", value) for name, value in headline(task, entry["results"])]
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return (f"<h3>evaluation suite ({html.escape(evaluation['size'])}, {evaluation['prompts_per_set']} prompts per set; "
+            f"<a href='{html.escape(link)}'>every figure</a>)</h3><table>{cells}</table>")
+
+
 def write_report(workdir: str, results: dict, title: str = "cm3jax demo on the Shapes world") -> str:
     """Writes WORKDIR/report.html and returns its path."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
-    for key in ("text_to_image", "text_to_image_retrieved", "emblems_unseen", "retriever", "stage_seconds"):
+    if results.get("evaluation"):
+        parts.append(_evaluation(results["evaluation"], "eval/report.html"))
+    for key in ("decoder", "retriever", "stage_seconds"):
         if isinstance(results.get(key), dict):
             parts.append(_table(results[key], key))
-    rest = {k: v for k, v in results.items() if not isinstance(v, (dict, list))}
-    parts.append(_table(rest, "decoder run"))
     for directory in PICTURE_DIRS:
         for path in sorted(glob.glob(os.path.join(workdir, directory, "*.png"))):
             relative = os.path.relpath(path, workdir)

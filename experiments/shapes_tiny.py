@@ -39,7 +39,7 @@ def get_config(variant: str = "default"):
         # neighbours in it (`cm3jax retrieval neighbours`); empty: no retrieval
         retrieval_bank="", neighbours="", retrieved_documents=2 if retrieval else 3))
     config.checkpoint = ml_collections.ConfigDict(dict(every=2 if test else 500, keep=2))
-    # samples: eval captions (and unseen emblems) drawn greedily; retrieved: documents before each
-    config.eval = ml_collections.ConfigDict(dict(batches=1 if test else 10, samples=4 if test else 32, retrieved=1))
+    # batches: eval-split batches whose next-token loss a finished run reports (`cm3jax eval` scores the rest)
+    config.eval = ml_collections.ConfigDict(dict(batches=1 if test else 10))
     config.distributed = ml_collections.ConfigDict(dict(coordinator="", num_processes=0, process_id=0))
     return config

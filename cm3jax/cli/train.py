@@ -1,4 +1,4 @@
-"""`cm3jax train`: train the decoder, then score what it draws."""
+"""`cm3jax train`: train the decoder (score it afterwards with `cm3jax eval`)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from cm3jax.cli.common import add_config_argument, print_json
 
 
 def _train(args, overrides) -> None:
-    import jax
     from cm3jax.config import load_config
-    from cm3jax.eval.samples import evaluate_run
     from cm3jax.train.loop import train
     from cm3jax.training_loop import Stopped
     config = load_config(args.config, overrides)
@@ -17,14 +15,13 @@ def _train(args, overrides) -> None:
     except Stopped as e:
         print(e)
         return
-    if results["step"] == config.train.steps and jax.process_index() == 0:
-        results.update(evaluate_run(args.workdir))
     print_json(results)
+    if results["step"] == config.train.steps:
+        print(f"score it on every task: cm3jax eval --checkpoint {args.workdir}")
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("train", help="train the decoder (resumes from the workdir's newest checkpoint), then score "
-                                     "its samples")
+    p = sub.add_parser("train", help="train the decoder (resumes from the workdir's newest checkpoint)")
     add_config_argument(p, "experiments/shapes_tiny.py")
     p.add_argument("--workdir", required=True)
     p.add_argument("--stop-at-step", type=int, default=None, help="stop (as if killed) after this step")

@@ -14,8 +14,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 from cm3jax.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
-from cm3jax.report import STYLE  # noqa: E402
 
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+         "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}img{max-width:100%;image-rendering:pixelated}"
+         "figure{margin:1.5em 0}")
 RECORD_KEYS = ("prompt_set", "fingerprint", "settings", "seed", "retrieved", "samples", "reranked_by", "layout")
 
 
@@ -46,6 +48,44 @@ def figures(results: dict, prefix: str = "") -> list[tuple[str, str]]:
         elif isinstance(value, dict):
             rows += figures(value, name + " / ")
     return rows
+
+
+def _at(results: dict, *path):
+    for key in path:
+        if not isinstance(results, dict) or key not in results:
+            return None
+        results = results[key]
+    return results
+
+
+def headline(task: str, results: dict) -> list[tuple[str, str]]:
+    """The few figures that state a task's finding, formatted (every figure is in `figures`)."""
+    rows = []
+    if task == "text_to_image":
+        rows = [(f"{split} exact match", _at(results, split, "exact_match")) for split in results]
+    elif task == "retrieval":
+        rows = [(f"{split} exact match, {k} retrieved", _at(results, split, "by_retrieved", k, "exact_match"))
+                for split in results for k in sorted(results[split]["by_retrieved"])]
+    elif task == "emblems":
+        rows = [(f"pixel accuracy, {k} retrieved", _at(results, "by_retrieved", k, "emblem_pixel_accuracy"))
+                for k in sorted(results["by_retrieved"])]
+        rows.append(("first document is the emblem", results.get("first_document_is_the_emblem")))
+    elif task == "cfg":
+        for strategy, by_scale in results.items():
+            best = max(by_scale, key=lambda s: by_scale[s]["exact_match"]["rate"] or 0.0)
+            rows += [(f"{strategy} exact match, scale 1", _at(by_scale, "1", "exact_match")),
+                     (f"{strategy} exact match, best scale {best}", _at(by_scale, best, "exact_match"))]
+    elif task == "decoding":
+        rows = [(f"{strategy} exact match, best of {n} by CLIP", _at(results, strategy, n, "exact_match"))
+                for strategy in results for n in ("1", "8")]
+    elif task == "caption":
+        rows = [("exact match", results["exact_match"]), ("CIDEr-D", results["cider"])]
+    elif task == "structure":
+        rows = [(f"from {kind} maps, exact match", _at(results, kind, "exact_match")) for kind in results]
+    else:
+        key = {"vqa": "accuracy", "grounding": "iou_at_0.5"}.get(task, "exact_match")
+        rows = [(key.replace("_", " "), results.get(key))]
+    return [(name, _format(value)) for name, value in rows]
 
 
 def _rate(value) -> float:
@@ -131,13 +171,14 @@ def write(out: str, results: dict) -> str:
         if entry["status"] != "done":
             parts.append(f"<p>{html.escape(entry['reason'])}</p>")
             continue
-        parts.append(_table(figures(entry["results"]) + [("seconds", f"{entry['seconds']:.1f}")]))
+        parts.append(_table(headline(task, entry["results"]) + [("seconds", f"{entry['seconds']:.1f}")]))
         picture = plot(task, entry["results"], out)
         for name in ([picture] if picture else []) + entry.get("grids", []):
             parts.append(_image(name))
         settings = json.dumps(entry["results"], indent=1, default=str)
-        parts.append(f"<details><summary>every figure with its settings</summary><pre>{html.escape(settings)}</pre>"
-                     f"</details>")
+        parts.append(f"<details><summary>every figure</summary>{_table(figures(entry['results']))}</details>"
+                     f"<details><summary>every figure with its settings (JSON)</summary>"
+                     f"<pre>{html.escape(settings)}</pre></details>")
     parts.append("</body></html>\n")
     path = os.path.join(out, "report.html")
     atomic_write_text(path, "\n".join(parts))

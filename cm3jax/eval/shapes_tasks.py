@@ -27,7 +27,8 @@ from cm3jax.documents import ImageSegment, TextSegment
 from cm3jax.eval import batched, metrics
 from cm3jax.eval.prompt_sets import PromptSet, draw, meaning, meaning_of, train_meanings
 from cm3jax.objectives import infill_prompt
-from cm3jax.retrieval.retriever import ImageScorer, Retriever
+from cm3jax.retrieval.embedder import ClipEmbedder
+from cm3jax.retrieval.retriever import Retriever
 from cm3jax.sampling import prompts
 from cm3jax.sampling.inference import TrainedDecoder, with_context
 from cm3jax.sampling.strategies import SamplingSettings
@@ -66,7 +67,7 @@ class Context:
     seed: int
     out: str
     retriever: Retriever | None = None
-    rerank: ImageScorer | None = None
+    clip: ClipEmbedder | None = None  # re-ranks samples (anything with embed_texts and embed_images)
     progress: bool = True
     no_retriever: str = "this checkpoint has no retriever; pass --index DIR"  # why `retriever` is None
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -96,7 +97,7 @@ class Context:
         return {key[1]: value for key, value in self._cache.items() if key[0] == "prompts"}
 
     def bar(self, total: int, desc: str) -> tqdm:
-        return tqdm(total=total, desc=desc, unit="prompt", disable=not self.progress, leave=False)
+        return tqdm(total=total, desc=desc, unit="prompt", disable=not self.progress, leave=False, position=1)
 
     def record(self, prompt_set: PromptSet, settings: SamplingSettings | dict, **more) -> dict:
         """The settings a figure was measured with."""
@@ -151,7 +152,7 @@ def _needs_unconditional(ctx: Context) -> str | None:
 
 
 def _needs_reranker(ctx: Context) -> str | None:
-    if ctx.rerank is None:
+    if ctx.clip is None:
         return "it re-ranks samples by CLIP: pass --clip DIR (a `cm3jax retrieval clip` run) or --index DIR"
     return _needs_unconditional(ctx)
 
@@ -270,11 +271,13 @@ def decoding(ctx: Context) -> dict:
     samples = max(RERANKED)
     requests = [r for r in _image_requests(ctx, prompt_set, True) for _ in range(samples)]
     results, grid_images, grid_labels = {}, [], []
+    text_keys = ctx.clip.embed_texts(prompt_set.captions)
     for name, settings in DECODING.items():
         images = _draw(ctx, requests, settings, f"decoding {name}")
         images = images.reshape(len(prompt_set.tasks), samples, *images.shape[1:])
         exact = np.array([[score_scene(s, im).exact for im in row] for s, row in zip(prompt_set.scenes, images)])
-        scores = np.stack([np.asarray(ctx.rerank(s.caption, row)) for s, row in zip(prompt_set.scenes, images)])
+        image_keys = ctx.clip.embed_images(images.reshape(-1, *images.shape[2:])).reshape(*images.shape[:2], -1)
+        scores = np.einsum("psd,pd->ps", image_keys, text_keys)  # cosines: the keys are L2-normalised
         results[name] = {}
         for n in RERANKED:
             chosen = np.argmax(scores[:, :n], axis=1)

@@ -18,6 +18,7 @@ import os
 import time
 
 import jax
+from tqdm import tqdm
 
 from cm3jax.benchmarking import cpu_name_and_isa
 from cm3jax.errors import UserError
@@ -26,7 +27,7 @@ from cm3jax.eval.shapes_tasks import TASKS, Context
 from cm3jax.fileio import atomic_write_text
 from cm3jax.retrieval.embedder import ClipEmbedder
 from cm3jax.retrieval.index import MANIFEST as INDEX_MANIFEST
-from cm3jax.retrieval.retriever import ImageScorer, Retriever, clip_image_scorer
+from cm3jax.retrieval.retriever import Retriever
 from cm3jax.sampling.inference import TrainedDecoder
 from cm3jax.shapes.dataset import load_spec
 
@@ -72,15 +73,15 @@ def find_retriever(bank_dir: str, index_dir: str | None) -> tuple[Retriever | No
     if INDEX_MANIFEST.exists(beside) and INDEX_MANIFEST.read(beside)["bank"]["path"] == bank_dir:
         return Retriever.load(beside), ""
     return None, (f"no index of its bank {bank_dir} was found beside it; pass --index DIR (build one with "
-                  f"`cm3jax retrieval index --bank {bank_dir} --out DIR`)")
+                  f"`cm3jax retrieval build --bank {bank_dir} --out DIR`)")
 
 
-def find_reranker(retriever: Retriever | None, clip_dir: str | None) -> ImageScorer | None:
+def find_clip(retriever: Retriever | None, clip_dir: str | None) -> ClipEmbedder | None:
+    """The CLIP that re-ranks samples: `clip_dir`'s, else the retriever's own."""
     if clip_dir:
-        return clip_image_scorer(clip_dir)
+        return ClipEmbedder.load(clip_dir)
     if retriever is not None and isinstance(retriever.embedder, ClipEmbedder):
-        embedder = retriever.embedder
-        return lambda caption, images: embedder.embed_images(images) @ embedder.embed_texts([caption])[0]
+        return retriever.embedder
     return None
 
 
@@ -94,7 +95,7 @@ def run_suite(checkpoint: str, size: str = "quick", tasks: list[str] | None = No
     os.makedirs(out, exist_ok=True)
     retriever, no_retriever = find_retriever(trained.config.data.get("retrieval_bank", ""), index)
     ctx = Context(trained, load_spec(trained.config.data.shapes_dir), SIZES[size], split, seed, out, retriever,
-                  find_reranker(retriever, clip), progress, no_retriever)
+                  find_clip(retriever, clip), progress, no_retriever)
     cpu, isa = cpu_name_and_isa()
     results = {"suite": suite, "out": os.path.abspath(out), "size": size, "split": split, "seed": seed, "prompts_per_set": SIZES[size],
                "checkpoint": {"workdir": os.path.abspath(checkpoint), "step": trained.step},
@@ -102,14 +103,16 @@ def run_suite(checkpoint: str, size: str = "quick", tasks: list[str] | None = No
                "machine": {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "backend": jax.default_backend()},
                "prompt_sets": {}, "tasks": {}}
     problems = []
-    for name in names:
-        task = TASKS[name]
-        entry = _run_task(task, ctx)
-        results["tasks"][name] = entry
-        if entry["status"] == "error" or (tasks and entry["status"] != "done"):
-            problems.append(f"{name}: {entry['status']}: {entry['reason']}")
-        results["prompt_sets"] = {role: ps.to_json() for role, ps in ctx.prompt_sets().items()}
-        _write(out, results)
+    with tqdm(total=len(names), desc=f"cm3jax eval ({size})", unit="task", disable=not progress) as overall:
+        for name in names:
+            overall.set_postfix_str(name)
+            entry = _run_task(TASKS[name], ctx)
+            results["tasks"][name] = entry
+            if entry["status"] == "error" or (tasks and entry["status"] != "done"):
+                problems.append(f"{name}: {entry['status']}: {entry['reason']}")
+            results["prompt_sets"] = {role: ps.to_json() for role, ps in ctx.prompt_sets().items()}
+            _write(out, results)
+            overall.update()
     if problems:
         raise SuiteErrors(problems, results, out)
     return results

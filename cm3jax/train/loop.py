@@ -44,7 +44,7 @@ from cm3jax.vocab import MultimodalVocab
 
 __all__ = ["Stopped", "train", "eval_nll", "check_config", "mesh_shape"]
 
-RESULTS_JSON = "results.json"  # the finished run's figures (eval.samples adds the scores of its samples)
+RESULTS_JSON = "results.json"  # the finished run's figures (cm3jax eval scores what it draws)
 
 
 def mesh_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:

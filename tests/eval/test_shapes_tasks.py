@@ -25,6 +25,16 @@ HEADLINE = {  # task -> the figures that must be 100% for a perfect generator
 }
 
 
+class RankByPosition:
+    """A stand-in CLIP that prefers a prompt's later samples: its pick is always the last."""
+
+    def embed_texts(self, texts):
+        return np.ones((len(texts), 1), np.float32)
+
+    def embed_images(self, images):
+        return (np.arange(len(images)) % 8).astype(np.float32)[:, None]
+
+
 class EchoRetriever:
     """Retrieves, for each prompt, a document saying exactly the prompt."""
 
@@ -43,7 +53,7 @@ def _context(tmp_path) -> Context:
                                     model=types.SimpleNamespace(config=types.SimpleNamespace(max_seq_len=512)),
                                     config=ml_collections.ConfigDict({"data": data}))
     return Context(trained, WorldSpec(num_train=300), 12, "eval", 0, str(tmp_path), EchoRetriever(codec),
-                   rerank=lambda caption, images: np.arange(len(images), dtype=np.float32), progress=False)
+                   RankByPosition(), progress=False)
 
 
 def _truths(ctx: Context, task: str) -> list:

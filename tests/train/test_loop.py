@@ -14,7 +14,6 @@ import pytest
 
 from cm3jax.config import load_config
 from cm3jax.errors import UserError
-from cm3jax.eval.samples import evaluate_run
 from cm3jax.image_tokenizer.checkpoints import load_tokenizer
 from cm3jax.image_tokenizer.pretokenize import pretokenize
 from cm3jax.image_tokenizer.train import train as train_image_tokenizer
@@ -64,7 +63,6 @@ def _losses(workdir):
 def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(world, tmp_path):
     results = train(_config(world), str(tmp_path / "whole"), progress=False)
     assert results["step"] == 6 and (tmp_path / "whole" / "loss.png").exists()
-    assert "text_to_image" in evaluate_run(str(tmp_path / "whole")) and (tmp_path / "whole" / "samples.png").exists()
     assert train(_config(world), str(tmp_path / "split"), stop_at_step=3, progress=False)["step"] == 3
     train(_config(world), str(tmp_path / "split"), progress=False)
     np.testing.assert_allclose(_losses(tmp_path / "split"), _losses(tmp_path / "whole"), rtol=1e-6)
