@@ -1,6 +1,5 @@
 """Test session setup: eight fake CPU devices, so sharded code runs on meshes here; and the main
-job made once at test size, for the tests that need a trained run (mark them
-`pytest.mark.xdist_group("demo")` so that one worker makes it for all of them)."""
+job made once per test run at test size, for the tests that need a trained run."""
 
 import os
 
@@ -10,7 +9,15 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, worker_id):
+    """(workdir, results) of `cm3jax demo --variant test`. Under xdist the workers share one: the
+    first to get the lock makes it, the others resume it (every stage already done)."""
+    from filelock import FileLock
+
     from cm3jax.demo import run_demo
-    workdir = tmp_path_factory.mktemp("demo")
-    return workdir, run_demo(str(workdir), "test")
+    base = tmp_path_factory.getbasetemp()
+    root = base if worker_id == "master" else base.parent  # the parent is this run's, shared by its workers
+    workdir = root / "demo"
+    with FileLock(str(root / "demo.lock")):
+        results = run_demo(str(workdir), "test")
+    return workdir, results

@@ -12,8 +12,6 @@ from PIL import Image
 from cm3jax.cli import main
 from cm3jax.demo import run_demo
 
-pytestmark = pytest.mark.xdist_group("demo")  # one worker makes the demo (tests/conftest.py) for every test here
-
 
 def test_demo_runs_every_stage_and_resumes(demo, capsys):
     workdir, results = demo

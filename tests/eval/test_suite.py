@@ -14,7 +14,6 @@ from cm3jax.eval.suite import SuiteErrors, run_suite
 from cm3jax.shapes.dataset import load_spec
 from cm3jax.train.loop import train
 
-pytestmark = pytest.mark.xdist_group("demo")  # the demo (tests/conftest.py) is made once, on one worker
 ROOT = Path(__file__).resolve().parents[2]
 DONE = {"text_to_image", "retrieval", "emblems", "cfg", "decoding", "caption", "infill"}
 NOT_TRAINED = {"vqa", "edit", "grounding", "structure"}
