@@ -125,6 +125,7 @@ def plot(task: str, results: dict, out: str) -> str | None:
             points = sorted((int(k), _rate(v["exact_match"])) for k, v in by_samples.items())
             ax.plot(*zip(*points), marker="o", label=strategy)
         ax.set_xscale("log", base=2)
+        ax.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
         ax.set_xlabel("samples per prompt, best kept by CLIP")
         ax.set_ylabel("exact match (%)")
     else:
@@ -132,6 +133,7 @@ def plot(task: str, results: dict, out: str) -> str | None:
         return None
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
+    ax.set_ylim(0, 100)  # every plotted figure is a percentage
     ax.set_title(task)
     ax.grid(alpha=0.3)
     name = f"{task}_plot.png"

@@ -103,7 +103,9 @@ def run_suite(checkpoint: str, size: str = "quick", tasks: list[str] | None = No
                "machine": {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "backend": jax.default_backend()},
                "prompt_sets": {}, "tasks": {}}
     problems = []
-    with tqdm(total=len(names), desc=f"cm3jax eval ({size})", unit="task", disable=not progress) as overall:
+    # tasks differ a hundredfold in cost, so only each task's own bar says how long is left
+    with tqdm(total=len(names), desc=f"cm3jax eval ({size})", disable=not progress,
+              bar_format="{desc}: task {n_fmt}/{total_fmt}, {elapsed} so far{postfix}") as overall:
         for name in names:
             overall.set_postfix_str(name)
             entry = _run_task(TASKS[name], ctx)
