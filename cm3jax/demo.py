@@ -21,6 +21,7 @@ import time
 
 from cm3jax.config import load_config
 from cm3jax.errors import UserError
+from cm3jax.eval.report import summary
 from cm3jax.eval.suite import RESULTS_JSON as EVAL_RESULTS
 from cm3jax.eval.suite import run_suite
 from cm3jax.image_tokenizer.checkpoints import latest_step, load_tokenizer
@@ -129,5 +130,6 @@ def run_demo(workdir: str, variant: str = "default") -> dict:
     results = {"decoder": _read(os.path.join(paths["decoder"], RESULTS_JSON)),
                "retriever": _read(os.path.join(paths["clip"], EVAL_JSON)),
                "evaluation": _read(os.path.join(paths["eval"], EVAL_RESULTS)), "stage_seconds": timings}
+    print(summary(results["evaluation"]))
     print(f"[demo] report: {write_report(workdir, results)}")
     return results

@@ -8,27 +8,16 @@ def _tasks(text: str | None) -> list[str] | None:
 
 
 def _eval(args, overrides) -> None:
-    from cm3jax.eval.report import headline
+    from cm3jax.eval.report import summary
     from cm3jax.eval.suite import SuiteErrors, check_request, run_suite
     check_request(args.suite, args.size, _tasks(args.tasks), args.split)  # before anything loads
     try:
         results = run_suite(args.checkpoint, args.size, _tasks(args.tasks), args.out, args.split, args.index,
                             args.clip, args.seed, args.suite)
     except SuiteErrors as e:
-        _print_summary(e.results, headline)
+        print(summary(e.results))
         raise
-    _print_summary(results, headline)
-
-
-def _print_summary(results: dict, headline) -> None:
-    for task, entry in results["tasks"].items():
-        if entry["status"] != "done":
-            print(f"{task}: {entry['status']} ({entry['reason']})")
-            continue
-        print(f"{task} ({entry['seconds']:.0f} s)")
-        for name, value in headline(task, entry["results"]):
-            print(f"  {name}: {value}")
-    print(f"results.json and report.html: {results['out']}")
+    print(summary(results))
 
 
 def add_parsers(sub) -> None:

@@ -88,6 +88,19 @@ def headline(task: str, results: dict) -> list[tuple[str, str]]:
     return [(name, _format(value)) for name, value in rows]
 
 
+def summary(results: dict) -> str:
+    """Each task's headline (or why it was not scored) as plain text, for a terminal."""
+    lines = []
+    for task, entry in results["tasks"].items():
+        if entry["status"] != "done":
+            lines.append(f"{task}: {entry['status']} ({entry['reason']})")
+            continue
+        lines.append(f"{task} ({entry['seconds']:.0f} s)")
+        lines += [f"  {name}: {value}" for name, value in headline(task, entry["results"])]
+    lines.append(f"results.json and report.html: {results['out']}")
+    return "\n".join(lines)
+
+
 def _rate(value) -> float:
     return float("nan") if value is None or value.get("rate") is None else 100 * value["rate"]
 

@@ -17,13 +17,11 @@ def test_bad_requests_are_refused_before_anything_loads(arguments, message, caps
     assert message in capsys.readouterr().err
 
 
-def test_the_summary_prints_each_task_s_headline(capsys):
-    from cm3jax.cli.evaluation import _print_summary
-    from cm3jax.eval.report import headline
+def test_the_summary_gives_each_task_s_headline():
+    from cm3jax.eval.report import summary
     rate = {"rate": 0.5, "hits": 2, "total": 4, "ci95": [0.15, 0.85]}
-    _print_summary({"out": "/tmp/x", "tasks": {
+    out = summary({"out": "/tmp/x", "tasks": {
         "caption": {"status": "done", "seconds": 2.0, "results": {"exact_match": rate, "cider": 1.5}},
-        "vqa": {"status": "not trained", "reason": "no vqa"}}}, headline)
-    out = capsys.readouterr().out
+        "vqa": {"status": "not trained", "reason": "no vqa"}}})
     assert "caption (2 s)\n  exact match: 50.0% [15.0, 85.0] of 4\n  CIDEr-D: 1.5000" in out
     assert "vqa: not trained (no vqa)" in out and "/tmp/x" in out
