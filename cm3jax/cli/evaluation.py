@@ -9,8 +9,7 @@ def _tasks(text: str | None) -> list[str] | None:
 
 def _eval(args, overrides) -> None:
     from cm3jax.eval.report import summary
-    from cm3jax.eval.suite import SuiteErrors, check_request, run_suite
-    check_request(args.suite, args.size, _tasks(args.tasks), args.split)  # before anything loads
+    from cm3jax.eval.suite import SuiteErrors, run_suite
     try:
         results = run_suite(args.checkpoint, args.size, _tasks(args.tasks), args.out, args.split, args.index,
                             args.clip, args.seed, args.suite)

@@ -12,11 +12,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from cm3jax.image_tokenizer.codec import encode_images
-from cm3jax.image_tokenizer.preprocess import prepare
 from cm3jax.sampling.inference import TrainedDecoder
 from cm3jax.sampling.sampler import Generation, generate
 from cm3jax.sampling.strategies import SamplingSettings
@@ -54,13 +51,3 @@ def write_texts(trained: TrainedDecoder, requests: Sequence[Request], settings: 
     """Each request's text up to its end (`until`), specials and images left out."""
     generation = run(trained, requests, settings, max_new, until, seed, bar=bar)
     return [trained.text(generation, i) for i in range(len(requests))]
-
-
-def encode(trained: TrainedDecoder, images_NHW3: np.ndarray) -> np.ndarray:
-    """Code grids [N, h, w] of uint8 images, resized to the tokenizer's side where they differ."""
-    resolution = trained.image_model.config.resolution
-    images = np.asarray(images_NHW3, np.uint8)
-    if images.shape[1:3] != (resolution, resolution):
-        images = np.stack([prepare(Image.fromarray(im), resolution) for im in images])
-    return encode_images(trained.image_model, images)
-

@@ -4,7 +4,6 @@ interval), plots of the sweeps (matplotlib), and the grids the tasks drew, besid
 from __future__ import annotations
 
 import html
-import io
 import json
 import os
 
@@ -13,7 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
-from cm3jax.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
+from cm3jax.fileio import atomic_write_text  # noqa: E402
+from cm3jax.image_tokenizer.report import save_figure  # noqa: E402
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
          "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}img{max-width:100%;image-rendering:pixelated}"
@@ -105,21 +105,21 @@ def _rate(value) -> float:
     return float("nan") if value is None or value.get("rate") is None else 100 * value["rate"]
 
 
-def _save(figure, path: str) -> None:
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+def _lines(ax, series: dict[str, dict]) -> None:
+    """One line per series: exact match (%) against each entry's numeric key, ticked at the keys."""
+    keys = set()
+    for label, by_key in series.items():
+        points = sorted((float(k), _rate(v["exact_match"])) for k, v in by_key.items())
+        ax.plot(*zip(*points), marker="o", label=label)
+        keys |= {x for x, _ in points}
+    ax.set_xticks(sorted(keys), [f"{x:g}" for x in sorted(keys)])
 
 
 def plot(task: str, results: dict, out: str) -> str | None:
     """The task's sweep as a PNG in `out` (its file name), or None for a task without one."""
     figure, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
     if task == "retrieval":
-        for split, found in results.items():
-            points = sorted((int(k), _rate(v["exact_match"])) for k, v in found["by_retrieved"].items())
-            ax.plot(*zip(*points), marker="o", label=split)
+        _lines(ax, {split: found["by_retrieved"] for split, found in results.items()})
         ax.set_xlabel("retrieved documents")
         ax.set_ylabel("text -> image exact match (%)")
     elif task == "emblems":
@@ -128,17 +128,12 @@ def plot(task: str, results: dict, out: str) -> str | None:
         ax.set_xlabel("retrieved documents")
         ax.set_ylabel("unseen emblem pixel accuracy (%)")
     elif task == "cfg":
-        for strategy, by_scale in results.items():
-            points = sorted((float(k), _rate(v["exact_match"])) for k, v in by_scale.items())
-            ax.plot(*zip(*points), marker="o", label=strategy)
+        _lines(ax, results)
         ax.set_xlabel("classifier-free guidance scale")
         ax.set_ylabel("exact match (%)")
     elif task == "decoding":
-        for strategy, by_samples in results.items():
-            points = sorted((int(k), _rate(v["exact_match"])) for k, v in by_samples.items())
-            ax.plot(*zip(*points), marker="o", label=strategy)
         ax.set_xscale("log", base=2)
-        ax.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
+        _lines(ax, results)
         ax.set_xlabel("samples per prompt, best kept by CLIP")
         ax.set_ylabel("exact match (%)")
     else:
@@ -150,7 +145,7 @@ def plot(task: str, results: dict, out: str) -> str | None:
     ax.set_title(task)
     ax.grid(alpha=0.3)
     name = f"{task}_plot.png"
-    _save(figure, os.path.join(out, name))
+    save_figure(figure, os.path.join(out, name))
     return name
 
 

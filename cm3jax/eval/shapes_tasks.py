@@ -99,11 +99,10 @@ class Context:
     def bar(self, total: int, desc: str) -> tqdm:
         return tqdm(total=total, desc=desc, unit="prompt", disable=not self.progress, leave=False, position=1)
 
-    def record(self, prompt_set: PromptSet, settings: SamplingSettings | dict, **more) -> dict:
+    def record(self, prompt_set: PromptSet, settings: SamplingSettings, **more) -> dict:
         """The settings a figure was measured with."""
-        settings = dataclasses.asdict(settings) if isinstance(settings, SamplingSettings) else settings
-        return {"prompt_set": prompt_set.name, "fingerprint": prompt_set.fingerprint, "settings": settings,
-                "seed": self.seed, **more}
+        return {"prompt_set": prompt_set.name, "fingerprint": prompt_set.fingerprint,
+                "settings": dataclasses.asdict(settings), "seed": self.seed, **more}
 
     def documents(self, role: str) -> list[tuple[list[np.ndarray], list[dict]]]:
         """Each prompt's two retrieved documents (ids and records), most relevant first."""
@@ -115,7 +114,7 @@ class Context:
         def make():
             pictures = [getattr(t, what) for t in self.prompts(role).tasks]
             images = np.stack([np.repeat(p[..., None], 3, -1) if p.ndim == 2 else p for p in pictures])
-            return batched.encode(self.trained, images)
+            return self.trained.encode_images(images)
         return self._cached(("codes", role, what), make)
 
     def grid(self, name: str, images: Sequence[np.ndarray], labels: Sequence[str], columns: int) -> str:
@@ -384,9 +383,9 @@ def infill_span(ctx: Context, caption_text: str, index: int) -> tuple[int, int, 
     for _ in range(8):
         i = int(rng.integers(len(words)))
         j = min(len(words), i + int(rng.integers(1, 3)))
-        a, b = (len(encode(" ".join(words[:n]))) if n else 0 for n in (i, j))
-        if a < b and all(np.array_equal(encode(" ".join(words[:n])), ids[:m]) for n, m in ((i, a), (j, b)) if n):
-            return a, b, " ".join(words[i:j])
+        start, stop = (encode(" ".join(words[:n])) if n else ids[:0] for n in (i, j))
+        if len(start) < len(stop) and all(np.array_equal(p, ids[:len(p)]) for p in (start, stop)):
+            return len(start), len(stop), " ".join(words[i:j])
     return None
 
 

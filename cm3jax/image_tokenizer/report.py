@@ -49,6 +49,11 @@ def save_loss_curves(path: str, records: list[dict]) -> None:
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     ax.legend(handles, labels, loc="center right", fontsize=8)
+    save_figure(figure, path)
+
+
+def save_figure(figure, path: str) -> None:
+    """A matplotlib figure as a PNG at `path` (written atomically), then closed."""
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

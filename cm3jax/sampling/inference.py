@@ -20,7 +20,7 @@ from cm3jax.data.tokenizers import load_codec
 from cm3jax.documents import DocumentCodec, TextSegment
 from cm3jax.errors import UserError
 from cm3jax.image_tokenizer.codec import decode_codes, encode_images
-from cm3jax.image_tokenizer.preprocess import load_image, prepare
+from cm3jax.image_tokenizer.preprocess import load_image, prepare, prepare_batch
 from cm3jax.model.decoder import Decoder
 from cm3jax.retrieval.retriever import ImageScorer
 from cm3jax.sampling import prompts
@@ -61,10 +61,13 @@ class TrainedDecoder:
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
                 raise UserError(f"An image array must be uint8 [H, W, 3]; got {image.dtype} {image.shape}.")
-            image = Image.fromarray(image)
-        else:
-            image = load_image(image)
-        return encode_images(self.image_model, prepare(image, resolution)[None])[0]
+            return self.encode_images(image[None])[0]
+        return encode_images(self.image_model, prepare(load_image(image), resolution)[None])[0]
+
+    def encode_images(self, images_NHW3: np.ndarray) -> np.ndarray:
+        """Code grids [N, h, w] of uint8 RGB images, each preprocessed as `encode_image` does."""
+        prepared = prepare_batch([Image.fromarray(im) for im in images_NHW3], self.image_model.config.resolution)
+        return encode_images(self.image_model, prepared)
 
     def decode_images(self, generation: Generation) -> np.ndarray:
         """uint8 [N, H, W, 3]: each sample's first complete image (black where a sample has none)."""

@@ -50,6 +50,7 @@ def _context(tmp_path) -> Context:
     data = ml_collections.ConfigDict(dict(image_to_text=0.5, cm3_rate=0.5, cfg_dropout=0.1,
                                           tasks={t: 1.0 for t in TRAINABLE}))
     trained = types.SimpleNamespace(codec=codec, vocab=codec.vocab, step=0,
+                                    encode_images=lambda images: np.stack([fake_codes_of(im) for im in images]),
                                     model=types.SimpleNamespace(config=types.SimpleNamespace(max_seq_len=512)),
                                     config=ml_collections.ConfigDict({"data": data}))
     return Context(trained, WorldSpec(num_train=300), 12, "eval", 0, str(tmp_path), EchoRetriever(codec),
@@ -93,7 +94,6 @@ def _figure(results: dict, path: tuple) -> float:
 @pytest.mark.parametrize("task", list(TASKS))
 def test_a_perfect_generator_scores_100_and_a_shifted_one_near_0(task, tmp_path, monkeypatch):
     ctx = _context(tmp_path)
-    monkeypatch.setattr(batched, "encode", lambda trained, images: np.stack([fake_codes_of(im) for im in images]))
     samples = 8 if task == "decoding" else 1  # rows per prompt: shift whole prompts
     for shift, expected in ((0, 1.0), (samples, 0.0)):
         queue = list(_truths(ctx, task))
