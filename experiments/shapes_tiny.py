@@ -26,18 +26,22 @@ def get_config(variant: str = "default"):
     # Two ~85-token documents and the query fill 256 tokens; half the rows keep the tokens per step.
     seq_len = 256 if retrieval else 128
     batch_size = 8 if test else 16 if retrieval else 32
-    steps = 6 if test else 3000 if retrieval else 2000
+    steps = 6 if test else 4000 if retrieval else 2000
     config = decoder_experiment(
-        model=dict(vocab_size=0, d_model=128, n_layers=4, n_heads=4, mlp_hidden=512, max_seq_len=seq_len),
+        model=dict(vocab_size=0, d_model=128, n_layers=4, n_heads=4, mlp_hidden=512, max_seq_len=seq_len,
+                   positions="rope", image_positions=64),
         train=dict(steps=steps, batch_size=batch_size, seq_len=seq_len, warmup_steps=min(100, steps // 2),
                    peak_lr=3e-3, weight_decay=0.0, seed=0),
     )
     config.data = ml_collections.ConfigDict(dict(
         shapes_dir="runs/demo/shapes", codes_dir="runs/demo/codes", text_tokenizer="runs/demo/text.model",
-        image_tokenizer="runs/demo/vqgan", image_to_text=0.5, cfg_dropout=0.1, cm3_rate=0.5, span_rate=1.0,
+        image_tokenizer="runs/demo/vqgan", image_to_text=0.3, cfg_dropout=0.1, cm3_rate=0.1, span_rate=1.0,
         # retrieval augmentation: a memory bank (`cm3jax retrieval bank`) and the examples' offline
         # neighbours in it (`cm3jax retrieval neighbours`); empty: no retrieval
-        retrieval_bank="", neighbours="", retrieved_documents=2 if retrieval else 3))
+        retrieval_bank="", neighbours="", retrieved_documents=2 if retrieval else 3,
+        # a share of the examples that become emblems invented for them, drawn after their own
+        # document and a distractor's (copying is the only way), and how many patterns to draw from
+        throwaway_emblems=0.1, throwaway_patterns=2048))
     config.checkpoint = ml_collections.ConfigDict(dict(every=2 if test else 500, keep=2))
     # batches: eval-split batches whose next-token loss a finished run reports (`cm3jax eval` scores the rest)
     config.eval = ml_collections.ConfigDict(dict(batches=1 if test else 10))

@@ -36,11 +36,14 @@ def _model(variant: str) -> ml_collections.ConfigDict:
     """The VQGANConfig fields (cm3jax/image_tokenizer/model.py)."""
     if variant == "tiny":
         sizes = dict(base_channels=8, z_channels=8, embed_dim=8, codebook_size=32)
+    elif variant == "demo":
+        sizes = dict(base_channels=16, z_channels=16, embed_dim=16, codebook_size=4096, encoder="patch",
+                     patch_width=256)
     else:
-        sizes = dict(base_channels=16, z_channels=16, embed_dim=16, codebook_size=8192 if variant == "demo" else 16384)
+        sizes = dict(base_channels=16, z_channels=16, embed_dim=16, codebook_size=16384)
     return ml_collections.ConfigDict(dict(
         resolution=32, in_channels=3, out_channels=3, channel_multipliers=(1, 2, 2), num_res_blocks=1,
-        attn_resolutions=(), norm_groups=8, beta=0.25, **sizes))
+        attn_resolutions=(), norm_groups=8, beta=0.25, **{"encoder": "conv", "patch_width": 64, **sizes}))
 
 
 def _training(variant: str) -> ml_collections.ConfigDict:

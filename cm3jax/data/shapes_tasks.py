@@ -3,7 +3,9 @@
     text -> image:  caption <break> image      (with probability cfg_dropout the caption is <mask>)
     image -> text:  image <break> caption
 
-Examples join a made Shapes dataset and its pretokenized codes by index.
+Examples join a made Shapes dataset and its pretokenized codes by index. With
+`data.throwaway_emblems`, a share of them become emblems invented for the example, drawn
+after their own document: retrieval-augmented training where copying is the only way.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import numpy as np
 from cm3jax.documents import ImageSegment, SpecialToken, TextSegment
 from cm3jax.errors import UserError
 from cm3jax.image_tokenizer.pretokenize import read_codes
+from cm3jax.shapes.captions import EMBLEM_FORMS
 from cm3jax.shapes.dataset import data_source
+from cm3jax.shapes.emblems import THROWAWAY_NAMES
 
 
 # What a Shapes decoder can be trained to do (cm3jax eval scores each where it was trained).
@@ -81,3 +85,39 @@ def shapes_document(example: dict, rng: np.random.Generator, mixture: ShapesMixt
         return (image, TextSegment(example["caption"]))
     caption = SpecialToken("<mask>") if rng.random() < mixture.cfg_dropout else TextSegment(example["caption"])
     return (caption, image)
+
+
+class ThrowawayEmblemMix:
+    """Replaces a share `rate` of examples by an emblem invented for that example: a random
+    name (THROWAWAY_NAMES) on a random pattern of `patterns_codes` (the codes of
+    `throwaway_patterns`), with its document and a distractor's (another invented pair) before
+    it, in random order. Only copying the matching document predicts such an example. An
+    element-wise random map, so a resumed run replays the same examples."""
+
+    def __init__(self, patterns_codes_Nhw: np.ndarray, rate: float):
+        if not 0.0 <= rate <= 1.0:
+            raise UserError(f"data.throwaway_emblems is a share of the training examples, 0 to 1; got {rate}.")
+        if rate and len(patterns_codes_Nhw) < 2:
+            raise UserError("data.throwaway_emblems needs at least 2 patterns (data.throwaway_patterns).")
+        self.codes, self.rate = patterns_codes_Nhw, rate
+
+    def __call__(self, example: dict, rng: np.random.Generator) -> dict:
+        if rng.random() >= self.rate:
+            return example
+        names = [THROWAWAY_NAMES[i] for i in rng.choice(len(THROWAWAY_NAMES), size=2, replace=False)]
+        patterns = rng.choice(len(self.codes), size=2, replace=False)
+        forms = rng.integers(len(EMBLEM_FORMS), size=3)
+        documents = [(EMBLEM_FORMS[forms[1]].format(names[0]), self.codes[patterns[0]]),
+                     (EMBLEM_FORMS[forms[2]].format(names[1]), self.codes[patterns[1]])]
+        if rng.random() < 0.5:
+            documents.reverse()
+        return {"caption": EMBLEM_FORMS[forms[0]].format(names[0]), "codes": self.codes[patterns[0]], "index": -1,
+                "documents": documents}
+
+
+def throwaway_context(example: dict, codec) -> list[np.ndarray] | None:
+    """The token ids of a throwaway example's documents (`caption <break> image`, as the
+    memory bank stores them); None for an ordinary example."""
+    if "documents" not in example:
+        return None
+    return [codec.encode([TextSegment(text), ImageSegment(codes)]) for text, codes in example["documents"]]

@@ -67,3 +67,25 @@ def ema_entries(count_K: jax.Array, sum_KD: jax.Array, previous_KD: jax.Array) -
     """sum / count, or the previous entry once the count has decayed to nothing."""
     usable_K = count_K > 1e-20
     return jnp.where(usable_K[:, None], sum_KD / jnp.where(usable_K, count_K, 1.0)[:, None], previous_KD)
+
+
+def code_bits_given_patch(images_NRR3: np.ndarray, codes_Nhw: np.ndarray) -> float:
+    """H(code | the pixels of its patch), in bits: how much a code says beyond what it shows.
+
+    0 when every distinct patch always gets the same code. A decoder that draws from captions
+    has to guess these bits, and nothing in a caption tells them: a tokenizer that spends its
+    codes on synonyms of one patch (the background, above all) makes its images unlearnable
+    even at perfect reconstruction."""
+    n, h, w = codes_Nhw.shape
+    resolution = images_NRR3.shape[1]
+    if resolution % h or resolution % w:
+        raise ValueError(f"a {h}x{w} code grid does not tile {resolution}x{resolution} images")
+    ph, pw = resolution // h, resolution // w
+    patches = images_NRR3.reshape(n, h, ph, w, pw, -1).transpose(0, 1, 3, 2, 4, 5).reshape(n * h * w, -1)
+    _, patch_ids = np.unique(patches, axis=0, return_inverse=True)
+    pairs = np.stack([patch_ids.ravel(), codes_Nhw.ravel()], axis=1)
+    _, pair_counts = np.unique(pairs, axis=0, return_counts=True)
+    _, patch_counts = np.unique(patch_ids, return_counts=True)
+    total = float(len(pairs))
+    entropy = lambda counts: -float(np.sum(counts / total * np.log2(counts / total)))  # noqa: E731
+    return max(entropy(pair_counts) - entropy(patch_counts), 0.0)

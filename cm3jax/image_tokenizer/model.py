@@ -16,6 +16,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+ENCODERS = ("conv", "patch")
+
+
 @dataclasses.dataclass(frozen=True)
 class VQGANConfig:
     resolution: int = 32
@@ -30,6 +33,15 @@ class VQGANConfig:
     codebook_size: int = 1024
     norm_groups: int = 32
     beta: float = 0.25  # commitment weight
+    # "conv": taming's encoder, whose receptive field spans neighbouring patches; "patch": each
+    # code from its own patch's pixels alone (an MLP over the patch), so equal patches always
+    # get equal codes and a code carries nothing its patch does not show
+    encoder: str = "conv"
+    patch_width: int = 64  # the patch encoder's MLP width
+
+    def __post_init__(self):
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
 
     @property
     def downsample_factor(self) -> int:
@@ -165,6 +177,27 @@ class PixelEncoder(nnx.Module):
         return self.conv_out(nnx.swish(self.norm_out(self.mid(h))))
 
 
+class PatchEncoder(nnx.Module):
+    """Pixels [B, R, R, 3] -> latents [B, R/f, R/f, z_channels], each latent a function of its
+    own f x f patch only: space-to-depth, then a residual MLP of width patch_width."""
+
+    def __init__(self, config: VQGANConfig, rngs: nnx.Rngs):
+        f, width = config.downsample_factor, config.patch_width
+        self.factor = f
+        self.dense_in = nnx.Linear(f * f * config.in_channels, width, rngs=rngs)
+        self.hidden = nnx.List([nnx.Linear(width, width, rngs=rngs) for _ in range(config.num_res_blocks + 1)])
+        self.dense_out = nnx.Linear(width, config.z_channels, rngs=rngs)
+
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        b, height, width, c = x_BHWC.shape
+        f = self.factor
+        patches = x_BHWC.reshape(b, height // f, f, width // f, f, c).transpose(0, 1, 3, 2, 4, 5)
+        h = self.dense_in(patches.reshape(b, height // f, width // f, f * f * c))
+        for layer in self.hidden:
+            h = h + layer(nnx.swish(h))
+        return self.dense_out(nnx.swish(h))
+
+
 class PixelDecoder(nnx.Module):
     """Quantized latents -> pixels (taming's Decoder). Levels are stored lowest resolution last
     (`up[0]` is the full-resolution level), as in taming, and run from the last to the first."""
@@ -257,7 +290,7 @@ class VectorQuantizer(nnx.Module):
 class VQGAN(nnx.Module):
     def __init__(self, config: VQGANConfig, rngs: nnx.Rngs):
         self.config = config
-        self.encoder = PixelEncoder(config, rngs)
+        self.encoder = PixelEncoder(config, rngs) if config.encoder == "conv" else PatchEncoder(config, rngs)
         self.quant_conv = _conv(config.z_channels, config.embed_dim, 1, rngs)
         self.quantize = VectorQuantizer(config, rngs)
         self.post_quant_conv = _conv(config.embed_dim, config.z_channels, 1, rngs)

@@ -32,7 +32,7 @@ from cm3jax.config import to_json_dict
 from cm3jax.errors import UserError
 from cm3jax.image_tokenizer import checkpoints
 from cm3jax.image_tokenizer.checkpoints import load_tokenizer
-from cm3jax.image_tokenizer.codebook import usage_and_perplexity
+from cm3jax.image_tokenizer.codebook import code_bits_given_patch, usage_and_perplexity
 from cm3jax.image_tokenizer.codec import batch_sharding, decode_codes, encode_images, replicated
 from cm3jax.image_tokenizer.data import TrainImages, render_split
 from cm3jax.image_tokenizer.model import VQGAN
@@ -59,6 +59,7 @@ def evaluate(model: VQGAN, scenes, images_NRR3: np.ndarray) -> tuple[dict[str, A
     usage, perplexity = usage_and_perplexity(np.bincount(codes.ravel(), minlength=model.config.codebook_size))
     metrics = {k: report[k] for k in SCORED_KEYS}
     metrics.update(num_scenes=len(scenes), code_usage=usage, perplexity=perplexity,
+                   code_bits_given_patch=code_bits_given_patch(images_NRR3, codes),
                    pixel_exact=float(np.mean(np.all(reconstructions == images_NRR3, axis=(1, 2, 3)))))
     return metrics, reconstructions, exact
 

@@ -33,6 +33,12 @@ class DecoderConfig:
     init_std: float = 0.006  # truncated normal (+-3 std)
     position_init_std: float = 0.0002
     zero_init_outputs: bool = True  # attention and MLP output projections start at zero
+    # image_positions > 0 adds a learned embedding of each image token's place in its image
+    # (DALL-E's image position embeddings; CM3Leon has none), for the image token ids
+    # [image_id_start, image_id_end), which training fills in from the vocabulary
+    image_positions: int = 0
+    image_id_start: int = 0
+    image_id_end: int = 0
     dtype: str = "float32"  # activations and matmuls; parameters stay float32
     remat: bool = False  # recompute each block's activations in the backward pass
     scan_layers: bool = False  # blocks stacked [L, ...] and run by one lax.scan: compiles one block, not L
@@ -45,6 +51,9 @@ class DecoderConfig:
             raise UserError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}; set head_dim.")
         if self.num_kv_heads <= 0 or self.n_heads % self.num_kv_heads:
             raise UserError(f"n_heads {self.n_heads} must be a multiple of n_kv_heads {self.num_kv_heads}.")
+        if self.image_positions < 0 or (self.image_positions and not 0 <= self.image_id_start < self.image_id_end):
+            raise UserError(f"model.image_positions ({self.image_positions}) must be 0 or the image tokens per image, "
+                            f"with image ids [{self.image_id_start}, {self.image_id_end}) set from the vocabulary.")
         if self.positions == "rope" and self.head_size % 2:
             raise UserError(f"RoPE needs an even head size, got {self.head_size}.")
 
@@ -70,6 +79,7 @@ class DecoderConfig:
         block = self.block_matmul_params() + qk_norm + norms
         embeddings = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         positions = self.max_seq_len * d if self.positions == "learned" else 0
+        positions += self.image_positions * d
         final_norm = d if self.norm == "rmsnorm" else 0
         return self.n_layers * block + embeddings + positions + final_norm
 

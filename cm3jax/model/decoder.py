@@ -72,17 +72,38 @@ class Decoder(nnx.Module):
         self.positions = (param(rngs, truncated_normal(config.position_init_std), (config.max_seq_len, config.d_model),
                                 ("position", "embed"))
                           if config.positions == "learned" else None)
+        self.image_positions = (param(rngs, truncated_normal(config.position_init_std),
+                                      (config.image_positions, config.d_model), ("position", "embed"))
+                                if config.image_positions else None)
         self.blocks = (stacked_blocks(config, rngs) if config.scan_layers
                        else nnx.List([Block(config, rngs) for _ in range(config.n_layers)]))
         self.final_norm = Norm(config, rngs)
         self.lm_head = (None if config.tie_embeddings
                         else param(rngs, init, (config.d_model, config.vocab_size), ("embed", "vocab")))
 
-    def embed_tokens(self, tokens_BT: jax.Array, positions_BT: jax.Array) -> jax.Array:
+    def image_index(self, tokens_BT: jax.Array, segments_BT: jax.Array | None = None) -> jax.Array:
+        """int32 [B, T]: each image token's place in its run of image tokens (from 0), -1 for
+        every other token; a run ends at any other token and where a packed document ends."""
+        c = self.config
+        is_image_BT = (tokens_BT >= c.image_id_start) & (tokens_BT < c.image_id_end)
+        after_image = jnp.pad(is_image_BT[:, :-1], ((0, 0), (1, 0)))
+        if segments_BT is not None:
+            after_image &= jnp.pad(segments_BT[:, :-1] == segments_BT[:, 1:], ((0, 0), (1, 0)))
+        t_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+        run_start_BT = jax.lax.cummax(jnp.where(is_image_BT & ~after_image, t_BT, -1), axis=1)
+        return jnp.where(is_image_BT, t_BT - run_start_BT, -1).astype(jnp.int32)
+
+    def embed_tokens(self, tokens_BT: jax.Array, positions_BT: jax.Array,
+                     image_index_BT: jax.Array | None = None) -> jax.Array:
         dtype = jnp.dtype(self.config.dtype)
         x = jnp.take(self.embed[...], tokens_BT, axis=0)
         if self.positions is not None:
             x = x + jnp.take(self.positions[...], positions_BT, axis=0)
+        if self.image_positions is not None:
+            index_BT = self.image_index(tokens_BT) if image_index_BT is None else image_index_BT
+            table = self.image_positions[...]
+            place_BTD = jnp.take(table, jnp.clip(index_BT, 0, table.shape[0] - 1), axis=0)
+            x = x + jnp.where((index_BT >= 0)[..., None], place_BTD, 0.0)
         return constrain(x.astype(dtype), ACTIVATION)
 
     def logits(self, x_BTD: jax.Array) -> jax.Array:
@@ -100,7 +121,8 @@ class Decoder(nnx.Module):
             positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
         if segments_BT is None:
             segments_BT = jnp.ones_like(tokens_BT)
-        x = self.embed_tokens(tokens_BT, positions_BT)
+        image_index = self.image_index(tokens_BT, segments_BT) if self.image_positions is not None else None
+        x = self.embed_tokens(tokens_BT, positions_BT, image_index)
         if self.config.scan_layers:
             graphdef, stacked = nnx.split(self.blocks)
 
@@ -128,11 +150,14 @@ class Decoder(nnx.Module):
             return StackedCache.zeros(c.n_layers, *layer)
         return tuple(LayerCache.zeros(*layer) for _ in range(c.n_layers))
 
-    def cached(self, tokens_BT: jax.Array, positions_BT: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+    def cached(self, tokens_BT: jax.Array, positions_BT: jax.Array, cache: KVCache,
+               image_index_BT: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
         """Final hidden states [B, T, D] of T new tokens per row at consecutive positions, reading
         and extending the cache (prefill: the whole prompt at positions 0..T-1; decode: T = 1).
-        `logits` turns the hidden states wanted into logits."""
-        x = self.embed_tokens(tokens_BT, positions_BT)
+        `logits` turns the hidden states wanted into logits. With image positions, a decode step
+        names each new token's place in its image (`image_index`; -1 for no image token): the
+        new tokens alone do not show where their image began. A prefill computes it."""
+        x = self.embed_tokens(tokens_BT, positions_BT, image_index_BT)
         if self.config.scan_layers:
             graphdef, stacked = nnx.split(self.blocks)
 

@@ -120,7 +120,8 @@ def _decode(graphdef, state, cache, logits_RV, positions_R, mode_N, count_N, sam
         elif until == "span":
             ended |= token_N == vocab.eoss_id
         done_N = done_N | ended
-        hidden, cache = model.cached(jnp.repeat(token_N, streams)[:, None], positions_R[:, None], cache)
+        hidden, cache = model.cached(jnp.repeat(token_N, streams)[:, None], positions_R[:, None], cache,
+                                     jnp.repeat(jnp.where(count_N > 0, count_N - 1, -1), streams)[:, None])
         return t + 1, cache, model.logits(hidden)[:, 0], positions_R + 1, mode_N, count_N, done_N, out_NM
 
     def cond(carry):

@@ -19,6 +19,8 @@ NUM_EMBLEMS = 32
 NUM_SEEN = 16
 KINDS = ("horizontal stripes", "vertical stripes", "checkers", "cross", "disc", "diagonal")
 
+PATTERN_PARAMS = {"horizontal stripes": (2, 3, 4), "vertical stripes": (2, 3, 4), "checkers": (4, 8),
+                  "cross": (2, 3, 4), "disc": (7, 9, 11), "diagonal": (3, 4, 6)}
 _FIRST = ("vex", "zor", "quil", "mar", "tal", "bren", "dor", "kel", "fen", "lum", "nor",
           "pra", "sil", "tov", "wix", "gal", "hest", "jor", "ryn", "ost")
 _LAST = ("land", "ia", "stan", "mark", "ora", "heim")
@@ -75,8 +77,7 @@ def _draw(kind: str, param: int, n_colors: int) -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def emblems() -> tuple[Emblem, ...]:
     rng = np.random.Generator(np.random.PCG64(EMBLEM_SEED))
-    params = {"horizontal stripes": (2, 3, 4), "vertical stripes": (2, 3, 4),
-              "checkers": (4, 8), "cross": (2, 3, 4), "disc": (7, 9, 11), "diagonal": (3, 4, 6)}
+    params = PATTERN_PARAMS
     names: list[str] = []
     out: list[Emblem] = []
     seen_patterns: set[bytes] = set()
@@ -124,3 +125,36 @@ def _render_cached(name: str, resolution: int) -> np.ndarray:
 def render_emblem(name: str, resolution: int = spec.BASE_RESOLUTION) -> np.ndarray:
     """uint8[R, R, 3]: the emblem's pattern."""
     return _render_cached(name, spec.check_resolution(resolution)).copy()
+
+
+# Names for emblems invented in training: two first syllables and an ending (`the flag of
+# vexzorland`), so none is one of the 32.
+THROWAWAY_NAMES: tuple[str, ...] = tuple(f"the flag of {a}{b}{c}" for a in _FIRST for b in _FIRST for c in _LAST)
+
+
+def throwaway_patterns(count: int, seed: int, resolution: int = spec.BASE_RESOLUTION) -> np.ndarray:
+    """uint8[count, R, R, 3]: distinct patterns of the emblems' grammar that are none of the 32.
+
+    A training example pairs one with a name drawn apart from it (THROWAWAY_NAMES) and puts
+    the pair's document before it, so the pattern can be drawn only by copying that document:
+    what teaches a decoder to read what it retrieves, with nothing to memorise instead."""
+    rng = np.random.default_rng([EMBLEM_SEED, seed])
+    known = {render_emblem(name).tobytes() for name in EMBLEM_NAMES}
+    scale = resolution / spec.BASE_RESOLUTION
+    centres = (np.arange(resolution) + 0.5) / scale
+    found: dict[bytes, np.ndarray] = {}
+    for _ in range(100 * count):
+        if len(found) == count:
+            break
+        kind = KINDS[rng.integers(len(KINDS))]
+        param = int(PATTERN_PARAMS[kind][rng.integers(len(PATTERN_PARAMS[kind]))])
+        n_colors = int(rng.integers(2, 4))
+        rgb = spec.PALETTE_RGB[rng.choice(len(spec.PALETTE_NAMES), size=n_colors, replace=False)].astype(np.uint8)
+        base_ids = _draw(kind, param, n_colors)
+        key = rgb[base_ids].tobytes()
+        if len(np.unique(base_ids)) != n_colors or key in known or key in found:
+            continue
+        found[key] = rgb[_pattern_ids(kind, param, n_colors, centres[None, :], centres[:, None])]
+    if len(found) < count:
+        raise ValueError(f"the emblem grammar gave only {len(found)} distinct new patterns, not {count}")
+    return np.stack(list(found.values())) if found else np.zeros((0, resolution, resolution, 3), np.uint8)

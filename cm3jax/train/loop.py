@@ -10,6 +10,7 @@ good checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -25,16 +26,19 @@ from cm3jax import training_loop
 from cm3jax.checkpoints import Checkpoints, Json
 from cm3jax.config import decoder_config
 from cm3jax.data.pipeline import ObjectiveConfig, global_batch, make_pipeline
-from cm3jax.data.shapes_tasks import JoinedSource, ShapesMixture, shapes_document
+from cm3jax.data.shapes_tasks import JoinedSource, ShapesMixture, ThrowawayEmblemMix, shapes_document, throwaway_context
 from cm3jax.data.tokenizers import load_codec
 from cm3jax.distributed import maybe_initialize
 from cm3jax.documents import DocumentCodec
 from cm3jax.errors import UserError
 from cm3jax.fileio import atomic_write_text
+from cm3jax.image_tokenizer.codec import encode_images
 from cm3jax.image_tokenizer.report import save_loss_curves
+from cm3jax.model.config import DecoderConfig
 from cm3jax.model.decoder import Decoder
 from cm3jax.retrieval.neighbours import sample_context
 from cm3jax.retrieval.shapes_memory import retrieval_inputs
+from cm3jax.shapes.emblems import throwaway_patterns
 from cm3jax.sharding import make_mesh, mesh_context, state_shardings
 from cm3jax.train.metrics import MetricLogger
 from cm3jax.train.optimizer import make_optimizer
@@ -44,7 +48,8 @@ from cm3jax.vocab import MultimodalVocab
 
 __all__ = ["Stopped", "train", "eval_nll", "check_config", "mesh_shape"]
 
-RESULTS_JSON = "results.json"  # the finished run's figures (cm3jax eval scores what it draws)
+RESULTS_JSON = "results.json"
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(DecoderConfig) if f.default is not dataclasses.MISSING}  # the finished run's figures (cm3jax eval scores what it draws)
 
 
 def mesh_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -61,27 +66,45 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                         f"model.max_seq_len to at least {config.train.seq_len}.")
 
 
-def _pipeline(config, codec, split: str, seed: int, repeat: bool, retrieval=None):
+def throwaway_codes(config: ml_collections.ConfigDict, tokenizer) -> np.ndarray | None:
+    """The image codes of the run's invented emblem patterns, or None when it has none."""
+    if not config.data.get("throwaway_emblems", 0.0):
+        return None
+    patterns = throwaway_patterns(config.data.throwaway_patterns, config.train.seed, tokenizer.config.resolution)
+    return encode_images(tokenizer, patterns)
+
+
+def _pipeline(config, codec, split: str, seed: int, repeat: bool, retrieval=None, throwaway=None):
     """The split's packed batches; with `retrieval` (bank, neighbours), each example after up
-    to `data.retrieved_documents` of its offline neighbours."""
-    source = JoinedSource(config.data.shapes_dir, config.data.codes_dir, split, codec.vocab.image_fingerprint)
+    to `data.retrieved_documents` of its offline neighbours; with `throwaway` (pattern codes), a
+    share `data.throwaway_emblems` of the examples invented emblems after their documents."""
+    source = grain.MapDataset.source(
+        JoinedSource(config.data.shapes_dir, config.data.codes_dir, split, codec.vocab.image_fingerprint))
+    if throwaway is not None:
+        source = source.random_map(ThrowawayEmblemMix(throwaway, config.data.throwaway_emblems), seed=seed + 1)
     mixture = ShapesMixture(config.data.image_to_text, config.data.cfg_dropout)
     objective = ObjectiveConfig(config.data.cm3_rate, config.data.span_rate)
     local_batch = config.train.batch_size // jax.process_count()
-    to_context = None
-    if retrieval is not None:
-        bank, rows = retrieval[0], retrieval[1][split]
-        documents = config.data.retrieved_documents
-        to_context = lambda example, rng: sample_context(bank, rows[example["index"]], rng, documents)  # noqa: E731
-    return make_pipeline(grain.MapDataset.source(source), functools.partial(shapes_document, mixture=mixture),
+    bank, rows = (retrieval[0], retrieval[1][split]) if retrieval is not None else (None, None)
+
+    def to_context(example, rng):
+        invented = throwaway_context(example, codec)
+        if invented is not None:
+            return invented
+        return sample_context(bank, rows[example["index"]], rng, config.data.retrieved_documents) if bank is not None else ()
+
+    return make_pipeline(source, functools.partial(shapes_document, mixture=mixture),
                          codec, objective, config.train.seq_len, local_batch, seed,
-                         jax.process_index(), jax.process_count(), repeat=repeat, to_context=to_context)
+                         jax.process_index(), jax.process_count(), repeat=repeat,
+                         to_context=to_context if retrieval is not None or throwaway is not None else None)
 
 
 def _check_resumable(saved: dict, config, vocab: MultimodalVocab, where: str) -> None:
     vocab.check_matches(MultimodalVocab.from_json(saved["vocab"]), f"checkpoint {where}")
-    if saved["config"]["model"] != config.model.to_dict():
-        changed = sorted(k for k in config.model if saved["config"]["model"].get(k) != config.model[k])
+    # a key the checkpoint predates had its default then
+    saved_model = {**DEFAULTS, **saved["config"]["model"]}
+    changed = sorted(k for k in config.model if saved_model.get(k) != config.model[k])
+    if changed:
         raise UserError(f"Checkpoint {where} was trained with other model settings ({', '.join(changed)}); "
                         f"use another --workdir or the same config.")
 
@@ -92,9 +115,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
     the final metrics."""
     check_config(config)
     maybe_initialize(config)
-    codec, _ = load_codec(config)
+    codec, image_tokenizer = load_codec(config)
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.vocab_size = codec.vocab.padded_size
+    if config.model.image_positions:
+        if config.model.image_positions != codec.vocab.image_tokens:
+            raise UserError(f"model.image_positions is {config.model.image_positions} but the image tokenizer makes "
+                            f"{codec.vocab.image_tokens} tokens per image; set it to {codec.vocab.image_tokens} (or 0).")
+        config.model.image_id_start, config.model.image_id_end = codec.vocab.image_offset, codec.vocab.size
     model_config = decoder_config(config)
     mesh = make_mesh(mesh_shape(config))
     os.makedirs(workdir, exist_ok=True)
@@ -107,7 +135,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
     init_params = jax.jit(lambda: nnx.split(Decoder(model_config, nnx.Rngs(config.train.seed)), nnx.Param)[1],
                           out_shardings=param_shardings)
     retrieval = retrieval_inputs(config, codec)
-    data = iter(_pipeline(config, codec, "train", config.train.seed, repeat=True, retrieval=retrieval))
+    data = iter(_pipeline(config, codec, "train", config.train.seed, repeat=True, retrieval=retrieval,
+                          throwaway=throwaway_codes(config, image_tokenizer)))
     primary = jax.process_index() == 0  # the one process that writes logs and pictures
     with mesh_context(mesh):
         with Checkpoints(workdir, keep=config.checkpoint.keep) as checkpoints:

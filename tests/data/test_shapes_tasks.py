@@ -100,3 +100,55 @@ def test_joined_source_refuses_codes_of_another_length_or_tokenizer(joined):
         JoinedSource(shapes, small_codes, "train", fingerprint)
     with pytest.raises(UserError, match="were made by another tokenizer"):
         JoinedSource(shapes, codes, "train", "0" * 64)
+
+
+def test_throwaway_emblems_replace_a_share_of_examples_and_bring_their_own_document():
+    from cm3jax.data.shapes_tasks import ThrowawayEmblemMix, throwaway_context
+    from cm3jax.shapes.captions import EMBLEM_FORMS
+    from cm3jax.shapes.emblems import THROWAWAY_NAMES
+
+    patterns = np.arange(10 * 4).reshape(10, 2, 2)
+    mix = ThrowawayEmblemMix(patterns, rate=0.5)
+    outs = [mix(dict(EXAMPLE), np.random.default_rng(i)) for i in range(400)]
+    invented = [o for o in outs if "documents" in o]
+    assert 150 < len(invented) < 250, "about half"
+    assert all(o == EXAMPLE for o in outs if "documents" not in o)
+    names = set()
+    for o in invented:
+        assert o["index"] == -1 and len(o["documents"]) == 2
+        name = next(n for n in THROWAWAY_NAMES if o["caption"] in {f.format(n) for f in EMBLEM_FORMS})
+        names.add(name)
+        own = [d for d in o["documents"] if name in d[0]]
+        assert len(own) == 1, "its own document, and a distractor with another name"
+        np.testing.assert_array_equal(own[0][1], o["codes"])
+        other = next(d for d in o["documents"] if name not in d[0])
+        assert not np.array_equal(other[1], o["codes"])
+    assert len(names) > 100, "names are drawn apart from patterns: nothing to memorise"
+    firsts = [o["caption"].split()[-1] in o["documents"][0][0] for o in invented]
+    assert 0.3 < np.mean(firsts) < 0.7, "its document comes first or second at random"
+    again = [mix(dict(EXAMPLE), np.random.default_rng(i)) for i in range(400)]
+    assert [o.get("caption") for o in again] == [o.get("caption") for o in outs], "a function of the rng"
+    assert throwaway_context(EXAMPLE, None) is None
+
+
+def test_throwaway_context_encodes_each_document_as_the_bank_does(tokenizer_files):
+    from cm3jax.data.shapes_tasks import ThrowawayEmblemMix, throwaway_context
+    from cm3jax.retrieval.bank import SourceDocument, document_tokens
+
+    text = tokenizer_files[3]
+    codec = DocumentCodec(MultimodalVocab(text.vocab_size, 16, 64, text.fingerprint), text, (8, 8))
+    codes = np.random.default_rng(0).integers(0, 16, size=(3, 8, 8))
+    mix = ThrowawayEmblemMix(codes, rate=1.0)
+    example = mix(dict(EXAMPLE), np.random.default_rng(1))
+    got = throwaway_context(example, codec)
+    want = [document_tokens(codec, SourceDocument("doc", t, np.zeros((32, 32, 3), np.uint8), c))
+            for t, c in example["documents"]]
+    assert len(got) == 2
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_a_throwaway_share_outside_0_to_1_is_refused():
+    from cm3jax.data.shapes_tasks import ThrowawayEmblemMix
+    with pytest.raises(UserError, match="share of the training examples"):
+        ThrowawayEmblemMix(np.zeros((4, 2, 2), int), rate=1.5)

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cm3jax.image_tokenizer.codebook import (batch_usage_and_perplexity, code_histogram, ema_entries, ema_update,
+from cm3jax.image_tokenizer.codebook import (batch_usage_and_perplexity, code_bits_given_patch, code_histogram,
+                                             ema_entries, ema_update,
                                              restart_dead_codes, usage_and_perplexity)
 
 
@@ -90,3 +91,19 @@ def test_ema_entries_follow_the_mean_of_their_vectors():
     np.testing.assert_allclose(entries[1], (0.25 * previous_KD[1] + 0.5 * z_ND[2]) / 0.75, rtol=1e-6)
     np.testing.assert_allclose(entries[2], previous_KD[2], rtol=1e-6, err_msg="an unused entry keeps its place")
     assert np.array_equal(ema_entries(jnp.zeros(3), sum_KD, previous_KD), previous_KD)
+
+
+def test_code_bits_given_patch_is_zero_for_a_function_of_the_patch_and_counts_synonyms():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 2, size=(50, 8, 8, 3)).astype(np.uint8) * 255
+    images[:, :4, :4] = 0  # one patch that recurs in every image
+    patches = images.reshape(50, 2, 4, 2, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(50, 2, 2, -1)
+    _, ids = np.unique(patches.reshape(200, -1), axis=0, return_inverse=True)
+    codes = ids.reshape(50, 2, 2)
+    assert code_bits_given_patch(images, codes) == pytest.approx(0.0, abs=1e-9)
+    synonyms = codes.copy()
+    synonyms[::2, 0, 0] += 1000  # the recurring patch gets one of two codes, half the time each
+    # that patch is a quarter of the patches, each carrying one bit its pixels do not show
+    assert code_bits_given_patch(images, synonyms) == pytest.approx(0.25, abs=1e-9)
+    with pytest.raises(ValueError, match="does not tile"):
+        code_bits_given_patch(images, codes[:, :, :1].repeat(3, axis=2))

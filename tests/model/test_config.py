@@ -16,6 +16,7 @@ SWITCHES = {
     "head_dim": dict(head_dim=16),
     "tied": dict(tie_embeddings=True),
     "scanned": dict(norm="rmsnorm", qk_norm=True, n_kv_heads=2, scan_layers=True),
+    "image positions": dict(image_positions=16, image_id_start=64, image_id_end=96),
 }
 
 
@@ -30,6 +31,7 @@ def test_param_count_equals_the_built_models(name):
     (dict(norm="batchnorm"), "model.norm must be one of layernorm, rmsnorm, got 'batchnorm'"),
     (dict(mlp="relu"), "model.mlp must be one of gelu, swiglu"),
     (dict(positions="alibi"), "model.positions must be one of learned, rope"),
+    (dict(image_positions=16), "with image ids \\[0, 0\\) set from the vocabulary"),
     (dict(d_model=30), "d_model 30 is not divisible by n_heads 4; set head_dim"),
     (dict(n_kv_heads=3), "n_heads 4 must be a multiple of n_kv_heads 3"),
     (dict(positions="rope", head_dim=7), "RoPE needs an even head size, got 7"),

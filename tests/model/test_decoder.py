@@ -114,6 +114,14 @@ def test_cached_decoding_equals_the_full_forward_pass_at_every_step(name):
         positions += 1
 
 
+def test_image_index_counts_each_image_tokens_place_in_its_run_and_restarts_per_document():
+    model = Decoder(dataclasses.replace(BASE, image_positions=4, image_id_start=100, image_id_end=120), nnx.Rngs(0))
+    tokens = jnp.array([[1, 100, 101, 119, 2, 105, 106, 107, 108, 109, 3, 3]])
+    segments = jnp.array([[1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2]])
+    np.testing.assert_array_equal(model.image_index(tokens), [[-1, 0, 1, 2, -1, 0, 1, 2, 3, 4, -1, -1]])
+    np.testing.assert_array_equal(model.image_index(tokens, segments), [[-1, 0, 1, 2, -1, 0, 1, 2, 0, 1, -1, -1]])
+
+
 def test_a_cache_longer_than_the_context_is_refused():
     model = Decoder(BASE, nnx.Rngs(0))
     with pytest.raises(ValueError, match="exceeds the context of 64"):

@@ -1,5 +1,6 @@
 """The 32 emblems: distinct names and patterns, 16 seen and 16 unseen, each pattern of its 2 or 3
-palette colours filling the canvas, fixed by EMBLEM_SEED, and rendered at every resolution."""
+palette colours filling the canvas, fixed by EMBLEM_SEED, and rendered at every resolution; and the
+throwaway emblems of training, none of them one of the 32."""
 
 import numpy as np
 import pytest
@@ -62,3 +63,23 @@ def test_emblem_by_name_suggests_near_names():
     assert emblem_by_name(EMBLEM_NAMES[7]).index == 7
     with pytest.raises(ShapesError, match=f"Unknown emblem 'the flag of jormar'. Did you mean '{EMBLEM_NAMES[0]}'"):
         emblem_by_name("the flag of jormar")
+
+
+def test_throwaway_names_are_none_of_the_32_and_distinct():
+    assert len(set(emblems_module.THROWAWAY_NAMES)) == len(emblems_module.THROWAWAY_NAMES)
+    assert not set(emblems_module.THROWAWAY_NAMES) & set(EMBLEM_NAMES)
+
+
+def test_throwaway_patterns_are_new_distinct_and_fixed_by_the_seed():
+    patterns = emblems_module.throwaway_patterns(200, seed=3)
+    assert patterns.shape == (200, 32, 32, 3) and patterns.dtype == np.uint8
+    flat = {p.tobytes() for p in patterns}
+    assert len(flat) == 200, "distinct"
+    assert not flat & {render_emblem(n).tobytes() for n in EMBLEM_NAMES}, "none of the 32"
+    np.testing.assert_array_equal(patterns, emblems_module.throwaway_patterns(200, seed=3))
+    assert not np.array_equal(patterns, emblems_module.throwaway_patterns(200, seed=4))
+    palette = {tuple(c) for c in spec.PALETTE_RGB}
+    assert {tuple(c) for c in patterns.reshape(-1, 3)} <= palette, "palette colours only, like the 32"
+    big = emblems_module.throwaway_patterns(200, seed=3, resolution=64)
+    assert big.shape == (200, 64, 64, 3)
+    np.testing.assert_array_equal(big[:, :2, :2].reshape(200, 4, 3)[:, 0], patterns[:, 0, 0]), "the same patterns"

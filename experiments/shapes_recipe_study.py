@@ -1,0 +1,337 @@
+"""The Shapes recipe study: train a grid of decoder recipes for a fixed budget each and score
+them on the `dev` split, so the demo's recipe is chosen on data that `eval` and `novel` never see.
+
+    python experiments/shapes_recipe_study.py --run runs/demo --out runs/study \
+        [--recipes baseline,patch_vq] [--seeds 0,1] [--steps 3000] [--score-every 500]
+
+`--run` is a finished `cm3jax demo` directory: its Shapes world, text tokenizer, CLIP and
+(for recipes that keep it) VQ-GAN and codes are reused. A recipe that changes the image
+tokenizer trains its own VQ-GAN once (shared by every recipe and seed that asks for the same
+one), pretokenizes the world with it and, for retrieval, rebuilds the memory bank, its index
+and the neighbours. Each decoder trains in segments of `--score-every` steps (resumed
+exactly); after each segment `cm3jax eval` scores text -> image (dev prompts and the dev
+novel pairs, greedy) and captions on the dev split, and, for retrieval recipes, the unseen
+emblems with and without retrieved documents. Everything lands in OUT:
+
+    study.json   every scored point: recipe, seed, step, training tokens and seconds, figures
+    study.md     the table (last point of each run, and the mean and spread over seeds)
+    study.png    dev exact match against training tokens and against training seconds
+
+Rerunning skips what is done. Wall seconds are the training steps' own time from each run's
+metrics (compilation and scoring left out); they are only comparable between runs measured on
+one machine with nothing else running, which the table states with the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from cm3jax.benchmarking import cpu_name_and_isa  # noqa: E402
+from cm3jax.config import load_config  # noqa: E402
+from cm3jax.errors import UserError  # noqa: E402
+from cm3jax.eval.suite import run_suite  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    note: str
+    decoder_variant: str = "default"  # experiments/shapes_tiny.py variant
+    decoder: tuple[tuple[str, Any], ...] = ()  # config overrides: (dotted key, value)
+    tokenizer: tuple[tuple[str, Any], ...] = ()  # tokenizers/vqgan_shapes.py:demo overrides; () = the run's
+
+
+# Image tokenizers, as complete overrides of tokenizers/vqgan_shapes.py:demo (a study row keeps
+# its meaning when the demo's default changes).
+CONV_8192 = (("model.encoder", "conv"), ("model.codebook_size", 8192), ("model.patch_width", 64))
+CONV_1024 = (("model.encoder", "conv"), ("model.codebook_size", 1024), ("model.patch_width", 64))
+PATCH_2048 = (("model.encoder", "patch"), ("model.codebook_size", 2048), ("model.patch_width", 64))
+PATCH_4096 = (("model.encoder", "patch"), ("model.codebook_size", 4096), ("model.patch_width", 256))
+# The decoder recipe before this study, as overrides of experiments/shapes_tiny.py:retrieval.
+BEFORE = (("model.positions", "learned"), ("model.image_positions", 0), ("data.cm3_rate", 0.5),
+          ("data.image_to_text", 0.5), ("data.throwaway_emblems", 0.0))
+ROPE = (("model.positions", "rope"),)
+MIX = (("data.cm3_rate", 0.1), ("data.image_to_text", 0.3))
+IMAGE_POSITIONS = (("model.image_positions", 64),)
+RECIPES = {
+    "baseline": Recipe("the demo's recipe before this study: taming encoder with 8,192 codes, learned positions, "
+                       "half the documents CM3-masked, half image-first", "retrieval", BEFORE, CONV_8192),
+    "patch_vq": Recipe("baseline with the patch encoder (a code sees only its own patch), 2,048 codes", "retrieval",
+                       BEFORE, PATCH_2048),
+    "patch_vq_rope": Recipe("patch_vq with rotary positions", "retrieval", BEFORE + ROPE, PATCH_2048),
+    "patch_vq_rope_mix": Recipe("patch_vq_rope with fewer CM3-masked (0.1) and image-first (0.3) documents",
+                                "retrieval", BEFORE + ROPE + MIX, PATCH_2048),
+    "image_positions": Recipe("patch_vq_rope_mix plus a learned embedding of each image token's place in its image",
+                              "retrieval", BEFORE + ROPE + MIX + IMAGE_POSITIONS, PATCH_2048),
+    "image_positions_wide": Recipe("image_positions at twice the width (d 256, 8 heads, MLP 1024)", "retrieval",
+                                   BEFORE + ROPE + MIX + IMAGE_POSITIONS + (
+                                       ("model.d_model", 256), ("model.n_heads", 8), ("model.mlp_hidden", 1024)),
+                                   PATCH_2048),
+    "default": Recipe("the demo's recipe now (experiments/shapes_tiny.py:retrieval, tokenizers/vqgan_shapes.py:demo)",
+                      "retrieval"),
+}
+
+
+def _override(key: str, value: Any) -> str:
+    return f"--config.{key}={value}"
+
+
+def _tokenizer_dirs(run: str, out: str, recipe: Recipe) -> dict[str, str]:
+    if not recipe.tokenizer:
+        return {"vqgan": os.path.join(run, "vqgan"), "codes": os.path.join(run, "codes")}
+    key = hashlib.sha256(json.dumps(recipe.tokenizer).encode()).hexdigest()[:10]
+    base = os.path.join(out, "tokenizers", key)
+    return {"vqgan": os.path.join(base, "vqgan"), "codes": os.path.join(base, "codes"),
+            "bank": os.path.join(base, "bank"), "index": os.path.join(base, "index"),
+            "neighbours": os.path.join(base, "neighbours"), "overrides": recipe.tokenizer}
+
+
+def prepare_tokenizer(run: str, dirs: dict[str, str]) -> dict[str, Any]:
+    """Trains, pretokenizes and (for retrieval) re-banks what a tokenizer recipe needs; returns
+    the tokenizer's own eval figures (reconstruction exact match, bits of a code beyond its patch)."""
+    from cm3jax.demo import _neighbours_done
+    from cm3jax.image_tokenizer.checkpoints import latest_step, load_tokenizer
+    from cm3jax.image_tokenizer.pretokenize import MANIFEST as CODES_MANIFEST
+    from cm3jax.image_tokenizer.pretokenize import pretokenize
+    from cm3jax.image_tokenizer.train import train as train_image_tokenizer
+    from cm3jax.retrieval.bank import MANIFEST as BANK_MANIFEST
+    from cm3jax.retrieval.index import MANIFEST as INDEX_MANIFEST
+    from cm3jax.retrieval.select import SelectionOptions
+    from cm3jax.retrieval.shapes_memory import SPLITS, make_bank, make_index, make_neighbours
+
+    if "overrides" in dirs:
+        config = load_config(f"{ROOT}/tokenizers/vqgan_shapes.py:demo",
+                             [_override(k, v) for k, v in dirs["overrides"]])
+        if latest_step(dirs["vqgan"]) != config.training.steps:
+            train_image_tokenizer(config, dirs["vqgan"])
+        if not CODES_MANIFEST.exists(dirs["codes"]):
+            pretokenize(os.path.join(run, "shapes"), dirs["codes"], load_tokenizer(dirs["vqgan"])[0])
+        paths = {k: os.path.join(run, k) for k in ("shapes", "clip")}
+        text = os.path.join(run, "text.model")
+        if not BANK_MANIFEST.exists(dirs["bank"]):
+            make_bank(paths["clip"], paths["shapes"], dirs["codes"], text, dirs["vqgan"], dirs["bank"])
+        if not INDEX_MANIFEST.exists(dirs["index"]):
+            make_index(dirs["bank"], dirs["index"])
+        if not _neighbours_done(dirs["neighbours"]):
+            make_neighbours(dirs["index"], paths["shapes"], SPLITS, dirs["neighbours"],
+                            SelectionOptions(k=2, candidates=32, max_relevance=None))
+    return tokenizer_figures(run, dirs)
+
+
+def tokenizer_figures(run: str, dirs: dict[str, str]) -> dict[str, Any]:
+    """Reconstruction exact match (the tokenizer's own eval) and H(code | patch) on train images."""
+    import numpy as np
+
+    from cm3jax.image_tokenizer.checkpoints import load_tokenizer
+    from cm3jax.image_tokenizer.codebook import code_bits_given_patch
+    from cm3jax.image_tokenizer.pretokenize import read_codes
+    from cm3jax.shapes.dataset import data_source
+
+    end = None
+    with open(os.path.join(dirs["vqgan"], "metrics.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            if record.get("kind") == "end":
+                end = record
+    codes, scenes = read_codes(dirs["codes"], "train", None), data_source(os.path.join(run, "shapes"), "train")
+    n = min(2000, len(codes))
+    codes_N = np.stack([np.asarray(codes[i]["codes"]) for i in range(n)])
+    images = np.stack([np.asarray(scenes[i]["image"]) for i in range(n)])
+    side = int(round(codes_N[0].size ** 0.5))
+    return {"reconstruction_exact": end["eval/exact_match"] if end else None,
+            "codebook_size": load_tokenizer(dirs["vqgan"])[0].config.codebook_size,
+            "code_bits_given_patch": code_bits_given_patch(images, codes_N.reshape(n, side, side))}
+
+
+def decoder_config(run: str, dirs: dict[str, str], recipe: Recipe, seed: int, steps: int):
+    retrieval = recipe.decoder_variant.endswith("retrieval")
+    paths = [_override("data.shapes_dir", os.path.join(run, "shapes")), _override("data.codes_dir", dirs["codes"]),
+             _override("data.text_tokenizer", os.path.join(run, "text.model")),
+             _override("data.image_tokenizer", dirs["vqgan"])]
+    if retrieval:
+        paths += [_override("data.retrieval_bank", dirs.get("bank", os.path.join(run, "bank"))),
+                  _override("data.neighbours", dirs.get("neighbours", os.path.join(run, "neighbours")))]
+    return load_config(f"{ROOT}/experiments/shapes_tiny.py:{recipe.decoder_variant}",
+                       paths + [_override("train.seed", seed), _override("train.steps", steps)]
+                       + [_override(k, v) for k, v in recipe.decoder])
+
+
+def training_cost(workdir: str, step: int) -> tuple[float, float]:
+    """(tokens, seconds) of a run's first `step` steps, from its metrics.jsonl."""
+    tokens = seconds = 0.0
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            if record.get("kind") == "train" and record["step"] <= step:
+                tokens += record["tokens"]
+                seconds += 1.0 / record["steps_per_second"]
+    return tokens, seconds
+
+
+def _rate(entry: dict, *path: str) -> float | None:
+    for key in path:
+        if entry is None:
+            return None
+        entry = entry.get(key)
+    return entry["rate"] if isinstance(entry, dict) and "rate" in entry else entry
+
+
+def figures(results: dict) -> dict[str, float | None]:
+    tasks = results["tasks"]
+    t2i = tasks.get("text_to_image", {}).get("results", {})
+    row = {"dev_exact": _rate(t2i, "dev", "exact_match") if "dev" in t2i else _rate(t2i, "eval", "exact_match"),
+           "novel_exact": _rate(t2i, "novel", "exact_match")}
+    main = t2i.get("dev") or t2i.get("eval") or {}
+    row.update({k: main.get(k) for k in ("color", "shape", "size", "position", "count")})
+    row["caption_exact"] = _rate(tasks.get("caption", {}).get("results"), "exact_match")
+    emblems = (tasks.get("emblems", {}).get("results") or {}).get("by_retrieved", {})
+    for documents, entry in emblems.items():
+        row[f"emblems_{documents}"] = entry["emblem_pixel_accuracy"]
+    return row
+
+
+def run_one(run: str, out: str, name: str, recipe: Recipe, seed: int, steps: int, every: int,
+            done: dict) -> list[dict]:
+    dirs = _tokenizer_dirs(run, out, recipe)
+    tokenizer = prepare_tokenizer(run, dirs)
+    from cm3jax.train.loop import train
+    config = decoder_config(run, dirs, recipe, seed, steps)
+    workdir = os.path.join(out, "runs", f"{name}-seed{seed}")
+    rows = []
+    tasks = ["text_to_image", "caption"] + (["emblems"] if recipe.decoder_variant.endswith("retrieval") else [])
+    for step in range(every, steps + 1, every):
+        key = f"{name}/{seed}/{step}"
+        if key in done:
+            rows.append(done[key])
+            continue
+        train(config, workdir, stop_at_step=step if step < steps else None)
+        results = run_suite(workdir, "quick", tasks=tasks, split="dev", out=os.path.join(workdir, "eval", f"step{step}"),
+                            index=dirs.get("index", os.path.join(run, "index")), progress=False)
+        tokens, seconds = training_cost(workdir, step)
+        row = {"recipe": name, "seed": seed, "step": step, "tokens": tokens, "seconds": seconds,
+               "tokenizer": tokenizer, **figures(results)}
+        done[key] = row
+        rows.append(row)
+        print(f"[study] {key}: dev exact {row['dev_exact']}, novel {row['novel_exact']}, "
+              f"caption {row['caption_exact']}, {tokens / 1e6:.1f}M tokens, {seconds:.0f} s", flush=True)
+    return rows
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}" if isinstance(value, float) and value <= 1.0 else f"{value:.3g}"
+
+
+def write_table(out: str, rows: list[dict], recipes: dict[str, Recipe], machine: str) -> str:
+    import numpy as np
+    last = {}
+    for row in rows:
+        k = (row["recipe"], row["seed"])
+        if k not in last or row["step"] > last[k]["step"]:
+            last[k] = row
+    columns = ("dev_exact", "novel_exact", "color", "shape", "size", "position", "count", "caption_exact")
+    lines = [f"Machine: {machine}. Dev split, {len(rows)} scored points; figures in % (128 dev prompts, 128 dev novel-pair "
+             f"prompts, greedy).", "",
+             "| recipe | seed | steps | tokens (M) | train s | VQ recon exact | code bits/patch | "
+             + " | ".join(columns) + " |", "|" + "---|" * (8 + len(columns))]
+    for (name, seed), row in sorted(last.items()):
+        t = row["tokenizer"]
+        lines.append(f"| {name} | {seed} | {row['step']} | {row['tokens'] / 1e6:.1f} | {row['seconds']:.0f} | "
+                     f"{_cell(t['reconstruction_exact'])} | {t['code_bits_given_patch']:.2f} | "
+                     + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+    by_recipe: dict[str, list[dict]] = {}
+    for (name, _), row in last.items():
+        by_recipe.setdefault(name, []).append(row)
+    lines += ["", "Over seeds (mean, and the spread max - min):", ""]
+    for name, group in sorted(by_recipe.items()):
+        values = [r["dev_exact"] for r in group if r["dev_exact"] is not None]
+        if len(values) > 1:
+            lines.append(f"- {name}: dev exact {100 * np.mean(values):.1f}% over seeds "
+                         f"{sorted(r['seed'] for r in group)}, spread {100 * (max(values) - min(values)):.1f} points")
+    lines += ["", "Recipes:", ""] + [f"- `{n}`: {r.note}" for n, r in recipes.items() if n in by_recipe]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out, "study.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+def plot(out: str, rows: list[dict]) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    runs: dict[tuple, list[dict]] = {}
+    for row in rows:
+        runs.setdefault((row["recipe"], row["seed"]), []).append(row)
+    for (name, seed), points in sorted(runs.items()):
+        points.sort(key=lambda r: r["step"])
+        exact = [100 * (r["dev_exact"] or 0.0) for r in points]
+        label = f"{name} (seed {seed})"
+        axes[0].plot([r["tokens"] / 1e6 for r in points], exact, marker="o", label=label)
+        axes[1].plot([r["seconds"] / 60 for r in points], exact, marker="o", label=label)
+    axes[0].set_xlabel("training tokens (millions)")
+    axes[1].set_xlabel("training minutes (this machine)")
+    axes[0].set_ylabel("dev text -> image exact match (%)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.set_ylim(0, 100)
+    axes[1].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path = os.path.join(out, "study.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="a finished `cm3jax demo` directory")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--score-every", type=int, default=500)
+    args = parser.parse_args(argv)
+    names = [n for n in args.recipes.split(",") if n]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise SystemExit(f"Unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}.")
+    if args.steps % args.score_every:
+        raise SystemExit(f"--steps {args.steps} is not a multiple of --score-every {args.score_every}.")
+    if not os.path.isdir(os.path.join(args.run, "shapes")):
+        raise SystemExit(f"{args.run} is not a finished `cm3jax demo` directory (no shapes/ in it); run "
+                         f"`cm3jax demo --workdir {args.run}` first.")
+    os.makedirs(args.out, exist_ok=True)
+    store = os.path.join(args.out, "study.json")
+    done = {}
+    if os.path.exists(store):
+        with open(store) as f:
+            done = {f"{r['recipe']}/{r['seed']}/{r['step']}": r for r in json.load(f)["rows"]}
+    cpu, isa = cpu_name_and_isa()
+    machine = f"{cpu}, {isa}, {os.cpu_count()} cores"
+    rows = []
+    try:
+        for name in names:
+            for seed in (int(s) for s in args.seeds.split(",")):
+                rows += run_one(args.run, args.out, name, RECIPES[name], seed, args.steps, args.score_every, done)
+                with open(store, "w") as f:
+                    json.dump({"machine": machine, "rows": list(done.values())}, f, indent=1)
+    except UserError as e:
+        raise SystemExit(f"cm3jax: error: {e}")
+    print(write_table(args.out, list(done.values()), RECIPES, machine))
+    print(f"[study] plot: {plot(args.out, list(done.values()))}")
+
+
+if __name__ == "__main__":
+    main()
