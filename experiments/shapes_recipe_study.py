@@ -2,7 +2,7 @@
 them on the `dev` split, so the demo's recipe is chosen on data that `eval` and `novel` never see.
 
     python experiments/shapes_recipe_study.py --run runs/demo --out runs/study \
-        [--recipes baseline,patch_vq] [--seeds 0,1] [--steps 3000] [--score-every 500]
+        [--recipes baseline,patch_vq] [--seeds 0,1] [--steps 3000] [--score-every 500] [--size quick]
 
 `--run` is a finished `cm3jax demo` directory: its Shapes world, text tokenizer, CLIP and
 (for recipes that keep it) VQ-GAN and codes are reused. A recipe that changes the image
@@ -169,16 +169,19 @@ def decoder_config(run: str, dirs: dict[str, str], recipe: Recipe, seed: int, st
                        + [_override(k, v) for k, v in recipe.decoder])
 
 
-def training_cost(workdir: str, step: int) -> tuple[float, float]:
-    """(tokens, seconds) of a run's first `step` steps, from its metrics.jsonl."""
+def training_cost(workdir: str, step: int) -> tuple[float, float, float]:
+    """(tokens, seconds, mean training loss of the last 50 steps) of a run's first `step` steps,
+    from its metrics.jsonl."""
     tokens = seconds = 0.0
+    losses = []
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         for line in f:
             record = json.loads(line)
             if record.get("kind") == "train" and record["step"] <= step:
                 tokens += record["tokens"]
                 seconds += 1.0 / record["steps_per_second"]
-    return tokens, seconds
+                losses = (losses + [record["loss"]])[-50:]
+    return tokens, seconds, sum(losses) / max(len(losses), 1)
 
 
 def _rate(entry: dict, *path: str) -> float | None:
@@ -204,7 +207,7 @@ def figures(results: dict) -> dict[str, float | None]:
 
 
 def run_one(run: str, out: str, name: str, recipe: Recipe, seed: int, steps: int, every: int,
-            done: dict) -> list[dict]:
+            done: dict, size: str = "quick") -> list[dict]:
     dirs = _tokenizer_dirs(run, out, recipe)
     tokenizer = prepare_tokenizer(run, dirs)
     from cm3jax.train.loop import train
@@ -218,10 +221,10 @@ def run_one(run: str, out: str, name: str, recipe: Recipe, seed: int, steps: int
             rows.append(done[key])
             continue
         train(config, workdir, stop_at_step=step if step < steps else None)
-        results = run_suite(workdir, "quick", tasks=tasks, split="dev", out=os.path.join(workdir, "eval", f"step{step}"),
-                            index=dirs.get("index", os.path.join(run, "index")), progress=False)
-        tokens, seconds = training_cost(workdir, step)
-        row = {"recipe": name, "seed": seed, "step": step, "tokens": tokens, "seconds": seconds,
+        results = run_suite(workdir, size, tasks=tasks, split="dev",
+                            out=os.path.join(workdir, "eval", f"step{step}"), index=dirs.get("index", os.path.join(run, "index")), progress=False)
+        tokens, seconds, loss = training_cost(workdir, step)
+        row = {"recipe": name, "seed": seed, "step": step, "tokens": tokens, "seconds": seconds, "train_loss": loss,
                "tokenizer": tokenizer, **figures(results)}
         done[key] = row
         rows.append(row)
@@ -244,24 +247,27 @@ def write_table(out: str, rows: list[dict], recipes: dict[str, Recipe], machine:
         if k not in last or row["step"] > last[k]["step"]:
             last[k] = row
     columns = ("dev_exact", "novel_exact", "color", "shape", "size", "position", "count", "caption_exact")
-    lines = [f"Machine: {machine}. Dev split, {len(rows)} scored points; figures in % (128 dev prompts, 128 dev novel-pair "
-             f"prompts, greedy).", "",
-             "| recipe | seed | steps | tokens (M) | train s | VQ recon exact | code bits/patch | "
+    lines = [f"Machine: {machine}. Dev split, {len(rows)} scored points; figures in % (128 dev prompts, "
+             f"128 dev novel-pair prompts, greedy).", "",
+             "| recipe | seed | steps | tokens (M) | train s | train loss | VQ recon exact | code bits/patch | "
              + " | ".join(columns) + " |", "|" + "---|" * (8 + len(columns))]
     for (name, seed), row in sorted(last.items()):
         t = row["tokenizer"]
         lines.append(f"| {name} | {seed} | {row['step']} | {row['tokens'] / 1e6:.1f} | {row['seconds']:.0f} | "
+                     f"{row['train_loss']:.3f} | "
                      f"{_cell(t['reconstruction_exact'])} | {t['code_bits_given_patch']:.2f} | "
                      + " | ".join(_cell(row.get(c)) for c in columns) + " |")
     by_recipe: dict[str, list[dict]] = {}
     for (name, _), row in last.items():
         by_recipe.setdefault(name, []).append(row)
-    lines += ["", "Over seeds (mean, and the spread max - min):", ""]
+    spreads = []
     for name, group in sorted(by_recipe.items()):
         values = [r["dev_exact"] for r in group if r["dev_exact"] is not None]
         if len(values) > 1:
-            lines.append(f"- {name}: dev exact {100 * np.mean(values):.1f}% over seeds "
-                         f"{sorted(r['seed'] for r in group)}, spread {100 * (max(values) - min(values)):.1f} points")
+            spreads.append(f"- {name}: dev exact {100 * np.mean(values):.1f}% over seeds "
+                           f"{sorted(r['seed'] for r in group)}, spread {100 * (max(values) - min(values)):.1f} points")
+    if spreads:
+        lines += ["", "Over seeds (mean, and the spread max - min):", ""] + spreads
     lines += ["", "Recipes:", ""] + [f"- `{n}`: {r.note}" for n, r in recipes.items() if n in by_recipe]
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out, "study.md"), "w") as f:
@@ -269,27 +275,34 @@ def write_table(out: str, rows: list[dict], recipes: dict[str, Recipe], machine:
     return text
 
 
+def _attributes(row: dict) -> float:
+    """The mean of the colour, shape, size and position accuracies: it moves long before exact match."""
+    values = [row.get(k) for k in ("color", "shape", "size", "position")]
+    return 100 * sum(v or 0.0 for v in values) / len(values)
+
+
 def plot(out: str, rows: list[dict]) -> str:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharey="row", sharex="col")
     runs: dict[tuple, list[dict]] = {}
     for row in rows:
         runs.setdefault((row["recipe"], row["seed"]), []).append(row)
     for (name, seed), points in sorted(runs.items()):
         points.sort(key=lambda r: r["step"])
-        exact = [100 * (r["dev_exact"] or 0.0) for r in points]
         label = f"{name} (seed {seed})"
-        axes[0].plot([r["tokens"] / 1e6 for r in points], exact, marker="o", label=label)
-        axes[1].plot([r["seconds"] / 60 for r in points], exact, marker="o", label=label)
-    axes[0].set_xlabel("training tokens (millions)")
-    axes[1].set_xlabel("training minutes (this machine)")
-    axes[0].set_ylabel("dev text -> image exact match (%)")
-    for ax in axes:
+        for top, measure in ((0, lambda r: 100 * (r["dev_exact"] or 0.0)), (1, _attributes)):
+            axes[top, 0].plot([r["tokens"] / 1e6 for r in points], [measure(r) for r in points], marker="o", label=label)
+            axes[top, 1].plot([r["seconds"] / 60 for r in points], [measure(r) for r in points], marker="o", label=label)
+    axes[1, 0].set_xlabel("training tokens (millions)")
+    axes[1, 1].set_xlabel("training minutes (this machine)")
+    axes[0, 0].set_ylabel("dev text -> image exact match (%)")
+    axes[1, 0].set_ylabel("mean of colour, shape, size, position (%)")
+    for ax in axes.ravel():
         ax.grid(alpha=0.3)
         ax.set_ylim(0, 100)
-    axes[1].legend(fontsize=7, loc="upper left")
+    axes[0, 1].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path = os.path.join(out, "study.png")
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -302,6 +315,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--score-every", type=int, default=500)
+    parser.add_argument("--size", default="quick", help="the evaluation suite's size (smoke: a check that it runs)")
     args = parser.parse_args(argv)
     names = [n for n in args.recipes.split(",") if n]
     unknown = [n for n in names if n not in RECIPES]
@@ -324,7 +338,8 @@ def main(argv=None) -> None:
     try:
         for name in names:
             for seed in (int(s) for s in args.seeds.split(",")):
-                rows += run_one(args.run, args.out, name, RECIPES[name], seed, args.steps, args.score_every, done)
+                rows += run_one(args.run, args.out, name, RECIPES[name], seed, args.steps, args.score_every, done,
+                                args.size)
                 with open(store, "w") as f:
                     json.dump({"machine": machine, "rows": list(done.values())}, f, indent=1)
     except UserError as e:

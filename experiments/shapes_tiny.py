@@ -4,10 +4,15 @@
         --config.data.shapes_dir=runs/demo/shapes --config.data.codes_dir=runs/demo/codes \
         --config.data.text_tokenizer=runs/demo/text.model --config.data.image_tokenizer=runs/demo/vqgan
 
-The CM3Leon recipe (LayerNorm without affine, GELU, learned positions, std 0.006 init,
-zero output projections) at toy size. Variants: `default`, `retrieval` (retrieval-augmented:
-each example after up to two of its offline neighbours, `doc <eos> doc <eos> query`, in a
-256-token context; give the bank and neighbours with --config.data.retrieval_bank=DIR
+The CM3Leon recipe (LayerNorm without affine, GELU, std 0.006 init, zero output projections)
+at toy size, with what the recipe study (docs/recipe.md, chosen on the dev split) found a
+model this small needs: rotary positions, a learned embedding of each image token's place in
+its image, fewer CM3-masked (0.1) and image-first (0.3) documents, and a tenth of the examples
+throwaway emblems that only copying their retrieved document can draw.
+
+Variants: `default`, `retrieval` (what `cm3jax demo` trains: retrieval-augmented, each example
+after up to two of its offline neighbours, `doc <eos> doc <eos> query`, in a 256-token
+context; give the bank and neighbours with --config.data.retrieval_bank=DIR
 --config.data.neighbours=DIR, as `cm3jax demo` does), and `test` / `test_retrieval` (a few
 steps, for tests).
 """

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cm3jax.errors import UserError
 
 ENCODERS = ("conv", "patch")
 
@@ -41,7 +42,7 @@ class VQGANConfig:
 
     def __post_init__(self):
         if self.encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+            raise UserError(f"model.encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}.")
 
     @property
     def downsample_factor(self) -> int:

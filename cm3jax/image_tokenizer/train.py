@@ -123,7 +123,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
             log.append({"kind": "eval", "step": at_step, **result[0]})
             last_eval = result[0]
             tqdm.write(f"step {at_step}: eval exact match {last_eval['exact_match']:.4f}, code usage "
-                       f"{last_eval['code_usage']:.3f}, perplexity {last_eval['perplexity']:.1f}")
+                       f"{last_eval['code_usage']:.3f}, perplexity {last_eval['perplexity']:.1f}, bits of a code its "
+                       f"patch does not show {last_eval['code_bits_given_patch']:.2f}")
             return result
 
         schedule = training_loop.Schedule(

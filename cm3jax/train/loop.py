@@ -26,7 +26,8 @@ from cm3jax import training_loop
 from cm3jax.checkpoints import Checkpoints, Json
 from cm3jax.config import decoder_config
 from cm3jax.data.pipeline import ObjectiveConfig, global_batch, make_pipeline
-from cm3jax.data.shapes_tasks import JoinedSource, ShapesMixture, ThrowawayEmblemMix, shapes_document, throwaway_context
+from cm3jax.data.shapes_tasks import (JoinedSource, ShapesMixture, ThrowawayEmblemMix, shapes_document,
+                                      throwaway_context)
 from cm3jax.data.tokenizers import load_codec
 from cm3jax.distributed import maybe_initialize
 from cm3jax.documents import DocumentCodec
@@ -48,8 +49,8 @@ from cm3jax.vocab import MultimodalVocab
 
 __all__ = ["Stopped", "train", "eval_nll", "check_config", "mesh_shape"]
 
-RESULTS_JSON = "results.json"
-DEFAULTS = {f.name: f.default for f in dataclasses.fields(DecoderConfig) if f.default is not dataclasses.MISSING}  # the finished run's figures (cm3jax eval scores what it draws)
+RESULTS_JSON = "results.json"  # the finished run's figures (cm3jax eval scores what it draws)
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(DecoderConfig) if f.default is not dataclasses.MISSING}
 
 
 def mesh_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -91,7 +92,9 @@ def _pipeline(config, codec, split: str, seed: int, repeat: bool, retrieval=None
         invented = throwaway_context(example, codec)
         if invented is not None:
             return invented
-        return sample_context(bank, rows[example["index"]], rng, config.data.retrieved_documents) if bank is not None else ()
+        if bank is None:
+            return ()
+        return sample_context(bank, rows[example["index"]], rng, config.data.retrieved_documents)
 
     return make_pipeline(source, functools.partial(shapes_document, mixture=mixture),
                          codec, objective, config.train.seq_len, local_batch, seed,
@@ -120,8 +123,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
     config.model.vocab_size = codec.vocab.padded_size
     if config.model.image_positions:
         if config.model.image_positions != codec.vocab.image_tokens:
+            tokens = codec.vocab.image_tokens
             raise UserError(f"model.image_positions is {config.model.image_positions} but the image tokenizer makes "
-                            f"{codec.vocab.image_tokens} tokens per image; set it to {codec.vocab.image_tokens} (or 0).")
+                            f"{tokens} tokens per image; set it to {tokens} (or 0).")
         config.model.image_id_start, config.model.image_id_end = codec.vocab.image_offset, codec.vocab.size
     model_config = decoder_config(config)
     mesh = make_mesh(mesh_shape(config))

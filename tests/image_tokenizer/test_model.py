@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cm3jax.errors import UserError
 from cm3jax.image_tokenizer.model import nearest_entries
 
 
@@ -35,5 +36,5 @@ def test_the_patch_encoder_gives_each_code_from_its_own_patch_alone():
     assert int(codes[1, 1, 2]) == int(codes[0, 5, 0])
     reconstruction, _, _ = model(images)
     assert reconstruction.shape == images.shape
-    with pytest.raises(ValueError, match="encoder must be one of"):
+    with pytest.raises(UserError, match="model.encoder must be one of conv, patch"):
         VQGANConfig(encoder="pixel")

@@ -35,6 +35,7 @@ def test_tiny_training_lowers_the_loss_and_writes_its_report(tiny_run):
         assert os.path.getsize(os.path.join(workdir, name)) > 0
     assert 0 <= summary["eval/exact_match"] <= 1 and summary["eval/num_scenes"] == 16
     assert 0 < summary["eval/code_usage"] <= 1 and summary["eval/perplexity"] >= 1
+    assert summary["eval/code_bits_given_patch"] >= 0.0
     assert checkpoints.latest_step(workdir) == 30
 
 

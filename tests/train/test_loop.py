@@ -1,6 +1,7 @@
 """The decoder training loop end to end on a tiny Shapes world: resume equals uninterrupted,
 SIGTERM saves, NaN stops keeping the last good checkpoint, bad checkpoints are refused."""
 
+import copy
 import json
 import os
 import signal
@@ -12,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cm3jax.config import load_config
+from cm3jax.checkpoints import Checkpoints, Json
+from cm3jax.config import from_json_dict, load_config
 from cm3jax.errors import UserError
 from cm3jax.image_tokenizer.checkpoints import load_tokenizer
 from cm3jax.image_tokenizer.pretokenize import pretokenize
@@ -22,6 +24,7 @@ from cm3jax.shapes.corpus import shapes_corpus
 from cm3jax.text_tokenizer import train_text_tokenizer
 from cm3jax.train import loop
 from cm3jax.train.loop import Stopped, train
+from cm3jax.vocab import MultimodalVocab
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,6 +81,28 @@ def test_a_sequence_longer_than_the_model_is_refused(tmp_path):
                                         r"or raise model.max_seq_len to at least 256"):
         train(config, str(tmp_path / "run"), progress=False)
     assert not (tmp_path / "run").exists(), "refused before anything is written"
+
+
+def test_image_positions_other_than_the_tokenizers_are_refused(world, tmp_path):
+    config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test",
+                         _overrides(world) + ["--config.model.image_positions=16"])
+    with pytest.raises(UserError, match="image tokenizer makes 64 tokens per image; set it to 64"):
+        train(config, str(tmp_path / "run"), progress=False)
+
+
+def test_a_checkpoint_saved_before_a_model_switch_existed_resumes(world, tmp_path):
+    """A key that a saved config lacks counts as its default; a changed value is still refused."""
+    workdir = str(tmp_path / "run")
+    assert train(_config(world), workdir, stop_at_step=2, progress=False)["step"] == 2
+    with Checkpoints(workdir, read_only=True) as store:
+        saved = store.restore(2, {"config": Json(), "vocab": Json()})
+    current, vocab = from_json_dict(copy.deepcopy(saved["config"])), MultimodalVocab.from_json(saved["vocab"])
+    assert current.model.swin_norm is False
+    del saved["config"]["model"]["swin_norm"]
+    loop._check_resumable(saved, current, vocab, workdir)
+    saved["config"]["model"]["d_model"] = 64
+    with pytest.raises(UserError, match=r"other model settings \(d_model\)"):
+        loop._check_resumable(saved, current, vocab, workdir)
 
 
 def test_shapes_eval_loss_falls(world, tmp_path):
