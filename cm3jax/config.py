@@ -11,7 +11,6 @@ valid keys, a value of the wrong type.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
 import os
@@ -82,8 +81,7 @@ def from_json_dict(data: dict) -> ml_collections.ConfigDict:
 
 def decoder_experiment(model: dict, train: dict | None = None, paper_params: float | None = None
                        ) -> ml_collections.ConfigDict:
-    defaults = {f.name: f.default for f in dataclasses.fields(DecoderConfig)
-                if f.default is not dataclasses.MISSING}
+    defaults = DecoderConfig.defaults()
     config = ml_collections.ConfigDict()
     config.model = ml_collections.ConfigDict({**defaults, **model})
     config.train = ml_collections.ConfigDict({

@@ -47,6 +47,10 @@ VARIANTS = {  # demo variant -> (world, VQ-GAN, CLIP, decoder) config variants a
     "default": ("default", "demo", "default", "retrieval", "quick"),
     "test": ("tiny", "tiny", "tiny", "test_retrieval", "smoke"),
 }
+# CM3Leon skips documents scoring above 0.9 against the query as near copies of it. This CLIP
+# scores a caption against its own picture at ~0.97, so 0.9 would skip every document showing
+# what a caption asks for (an emblem's, above all); the query's own document is excluded by id.
+SELECTION = SelectionOptions(k=2, candidates=32, max_relevance=None)
 
 
 def _stage(name: str, done: bool, run) -> float:
@@ -96,11 +100,6 @@ def run_demo(workdir: str, variant: str = "default") -> dict:
         f"--config.data.shapes_dir={paths['shapes']}", f"--config.data.codes_dir={paths['codes']}",
         f"--config.data.text_tokenizer={paths['text']}", f"--config.data.image_tokenizer={paths['vqgan']}",
         f"--config.data.retrieval_bank={paths['bank']}", f"--config.data.neighbours={paths['neighbours']}"])
-    # CM3Leon skips documents scoring above 0.9 against the query as near copies of it. This
-    # CLIP scores a caption against its own picture at ~0.97, so 0.9 would skip every document
-    # showing what a caption asks for (an emblem's, above all); the query's own document is
-    # excluded by id instead.
-    selection = SelectionOptions(k=2, candidates=32, max_relevance=None)
 
     timings = {
         "shapes": _stage("make the Shapes world", SHAPES_MANIFEST.exists(paths["shapes"]),
@@ -120,7 +119,7 @@ def run_demo(workdir: str, variant: str = "default") -> dict:
                         lambda: make_index(paths["bank"], paths["index"])),
         "neighbours": _stage("retrieve every example's neighbours", _neighbours_done(paths["neighbours"]),
                              lambda: make_neighbours(paths["index"], paths["shapes"], SPLITS,
-                                                     paths["neighbours"], selection)),
+                                                     paths["neighbours"], SELECTION)),
         "decoder": _stage("train the decoder", _read(os.path.join(paths["decoder"], RESULTS_JSON)) is not None,
                           lambda: train(decoder_config, paths["decoder"])),
         "evaluation": _stage(f"score the decoder on the evaluation suite ({suite_size})",

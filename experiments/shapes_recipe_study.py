@@ -57,9 +57,7 @@ class Recipe:
 # Image tokenizers, as complete overrides of tokenizers/vqgan_shapes.py:demo (a study row keeps
 # its meaning when the demo's default changes).
 CONV_8192 = (("model.encoder", "conv"), ("model.codebook_size", 8192), ("model.patch_width", 64))
-CONV_1024 = (("model.encoder", "conv"), ("model.codebook_size", 1024), ("model.patch_width", 64))
 PATCH_2048 = (("model.encoder", "patch"), ("model.codebook_size", 2048), ("model.patch_width", 64))
-PATCH_4096 = (("model.encoder", "patch"), ("model.codebook_size", 4096), ("model.patch_width", 256))
 # The decoder recipe before this study, as overrides of experiments/shapes_tiny.py:retrieval.
 BEFORE = (("model.positions", "learned"), ("model.image_positions", 0), ("data.cm3_rate", 0.5),
           ("data.image_to_text", 0.5), ("data.throwaway_emblems", 0.0))
@@ -102,14 +100,13 @@ def _tokenizer_dirs(run: str, out: str, recipe: Recipe) -> dict[str, str]:
 def prepare_tokenizer(run: str, dirs: dict[str, str]) -> dict[str, Any]:
     """Trains, pretokenizes and (for retrieval) re-banks what a tokenizer recipe needs; returns
     the tokenizer's own eval figures (reconstruction exact match, bits of a code beyond its patch)."""
-    from cm3jax.demo import _neighbours_done
+    from cm3jax.demo import SELECTION, _neighbours_done
     from cm3jax.image_tokenizer.checkpoints import latest_step, load_tokenizer
     from cm3jax.image_tokenizer.pretokenize import MANIFEST as CODES_MANIFEST
     from cm3jax.image_tokenizer.pretokenize import pretokenize
     from cm3jax.image_tokenizer.train import train as train_image_tokenizer
     from cm3jax.retrieval.bank import MANIFEST as BANK_MANIFEST
     from cm3jax.retrieval.index import MANIFEST as INDEX_MANIFEST
-    from cm3jax.retrieval.select import SelectionOptions
     from cm3jax.retrieval.shapes_memory import SPLITS, make_bank, make_index, make_neighbours
 
     if "overrides" in dirs:
@@ -126,8 +123,7 @@ def prepare_tokenizer(run: str, dirs: dict[str, str]) -> dict[str, Any]:
         if not INDEX_MANIFEST.exists(dirs["index"]):
             make_index(dirs["bank"], dirs["index"])
         if not _neighbours_done(dirs["neighbours"]):
-            make_neighbours(dirs["index"], paths["shapes"], SPLITS, dirs["neighbours"],
-                            SelectionOptions(k=2, candidates=32, max_relevance=None))
+            make_neighbours(dirs["index"], paths["shapes"], SPLITS, dirs["neighbours"], SELECTION)
     return tokenizer_figures(run, dirs)
 
 
@@ -221,8 +217,8 @@ def run_one(run: str, out: str, name: str, recipe: Recipe, seed: int, steps: int
             rows.append(done[key])
             continue
         train(config, workdir, stop_at_step=step if step < steps else None)
-        results = run_suite(workdir, size, tasks=tasks, split="dev",
-                            out=os.path.join(workdir, "eval", f"step{step}"), index=dirs.get("index", os.path.join(run, "index")), progress=False)
+        results = run_suite(workdir, size, tasks=tasks, split="dev", out=os.path.join(workdir, "eval", f"step{step}"),
+                            index=dirs.get("index", os.path.join(run, "index")), progress=False)
         tokens, seconds, loss = training_cost(workdir, step)
         row = {"recipe": name, "seed": seed, "step": step, "tokens": tokens, "seconds": seconds, "train_loss": loss,
                "tokenizer": tokenizer, **figures(results)}

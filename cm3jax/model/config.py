@@ -84,6 +84,11 @@ class DecoderConfig:
         return self.n_layers * block + embeddings + positions + final_norm
 
     @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field that has a default, with it."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DecoderConfig":
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - fields)

@@ -77,7 +77,6 @@ def _draw(kind: str, param: int, n_colors: int) -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def emblems() -> tuple[Emblem, ...]:
     rng = np.random.Generator(np.random.PCG64(EMBLEM_SEED))
-    params = PATTERN_PARAMS
     names: list[str] = []
     out: list[Emblem] = []
     seen_patterns: set[bytes] = set()
@@ -85,7 +84,7 @@ def emblems() -> tuple[Emblem, ...]:
         land = _FIRST[rng.integers(len(_FIRST))] + _LAST[rng.integers(len(_LAST))]
         name = f"the flag of {land}"
         kind = KINDS[rng.integers(len(KINDS))]
-        param = int(params[kind][rng.integers(len(params[kind]))])
+        param = int(PATTERN_PARAMS[kind][rng.integers(len(PATTERN_PARAMS[kind]))])
         n_colors = int(rng.integers(2, 4))
         colors = tuple(spec.PALETTE_NAMES[i] for i in
                        rng.choice(len(spec.PALETTE_NAMES), size=n_colors, replace=False))

@@ -10,7 +10,6 @@ good checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -50,7 +49,6 @@ from cm3jax.vocab import MultimodalVocab
 __all__ = ["Stopped", "train", "eval_nll", "check_config", "mesh_shape"]
 
 RESULTS_JSON = "results.json"  # the finished run's figures (cm3jax eval scores what it draws)
-DEFAULTS = {f.name: f.default for f in dataclasses.fields(DecoderConfig) if f.default is not dataclasses.MISSING}
 
 
 def mesh_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -105,7 +103,7 @@ def _pipeline(config, codec, split: str, seed: int, repeat: bool, retrieval=None
 def _check_resumable(saved: dict, config, vocab: MultimodalVocab, where: str) -> None:
     vocab.check_matches(MultimodalVocab.from_json(saved["vocab"]), f"checkpoint {where}")
     # a key the checkpoint predates had its default then
-    saved_model = {**DEFAULTS, **saved["config"]["model"]}
+    saved_model = {**DecoderConfig.defaults(), **saved["config"]["model"]}
     changed = sorted(k for k in config.model if saved_model.get(k) != config.model[k])
     if changed:
         raise UserError(f"Checkpoint {where} was trained with other model settings ({', '.join(changed)}); "
