@@ -5,12 +5,15 @@ them on the `dev` split, so the demo's recipe is chosen on data that `eval` and 
         [--recipes baseline,patch_vq] [--seeds 0,1] [--steps 3000] [--score-every 500] [--size quick]
 
 `--run` is a finished `cm3jax demo` directory: its Shapes world, text tokenizer, CLIP and
-(for recipes that keep it) VQ-GAN and codes are reused. A recipe that changes the image
-tokenizer trains its own VQ-GAN once (shared by every recipe and seed that asks for the same
-one), pretokenizes the world with it and, for retrieval, rebuilds the memory bank, its index
-and the neighbours. Each decoder trains in segments of `--score-every` steps (resumed
-exactly); after each segment `cm3jax eval` scores text -> image (dev prompts and the dev
-novel pairs, greedy) and captions on the dev split, and, for retrieval recipes, the unseen
+(for recipes that keep it) VQ-GAN and codes are reused. A recipe with its own number of
+training scenes makes that world once (the run's seeds, so it holds the run's scenes and more),
+pretokenizes it and retrieves its neighbours; a recipe that changes the image tokenizer trains
+its own VQ-GAN once (shared by every recipe and seed that asks for the same one), pretokenizes
+the world with it and, for retrieval, rebuilds the memory bank, its index and the neighbours.
+Each decoder trains in segments of `--score-every` steps (resumed exactly); after each segment
+`cm3jax eval` scores text -> image (dev prompts and the dev novel pairs, greedy; and the same
+prompts' true images under teacher forcing, where the share of drawn codes ranked first moves
+long before exact match) and captions on the dev split, and, for retrieval recipes, the unseen
 emblems with and without retrieved documents. Everything lands in OUT:
 
     study.json   every scored point: recipe, seed, step, training tokens and seconds, figures
@@ -52,6 +55,7 @@ class Recipe:
     decoder_variant: str = "default"  # experiments/shapes_tiny.py variant
     decoder: tuple[tuple[str, Any], ...] = ()  # config overrides: (dotted key, value)
     tokenizer: tuple[tuple[str, Any], ...] = ()  # tokenizers/vqgan_shapes.py:demo overrides; () = the run's
+    scenes: int = 0  # training scenes of its own world (the run's world but for num_train); 0: the run's world
 
 
 # Image tokenizers, as complete overrides of tokenizers/vqgan_shapes.py:demo (a study row keeps
@@ -78,6 +82,15 @@ RECIPES = {
                                    BEFORE + ROPE + MIX + IMAGE_POSITIONS + (
                                        ("model.d_model", 256), ("model.n_heads", 8), ("model.mlp_hidden", 1024)),
                                    PATCH_2048),
+    "codebook_features": Recipe("default plus image tokens embedded and predicted also through their (frozen) VQ-GAN "
+                                "codebook vectors, so codes that look alike share what is learned",
+                                "retrieval", (("model.image_code_features", 16),)),
+    "codebook_features_lr_6e-3": Recipe("codebook_features at twice the peak learning rate (6e-3)", "retrieval",
+                                        (("model.image_code_features", 16), ("train.peak_lr", 6e-3))),
+    "batch_8": Recipe("default with half the batch (8 x 256 tokens a step)", "retrieval", (("train.batch_size", 8),)),
+    "depth_6": Recipe("default with 6 layers instead of 4", "retrieval", (("model.n_layers", 6),)),
+    "codebook_features_100k": Recipe("codebook_features on 100,000 training scenes (the run's world has 10,000)",
+                                     "retrieval", (("model.image_code_features", 16),), scenes=100_000),
     "default": Recipe("the demo's recipe now (experiments/shapes_tiny.py:retrieval, tokenizers/vqgan_shapes.py:demo)",
                       "retrieval"),
 }
@@ -87,19 +100,28 @@ def _override(key: str, value: Any) -> str:
     return f"--config.{key}={value}"
 
 
-def _tokenizer_dirs(run: str, out: str, recipe: Recipe) -> dict[str, str]:
-    if not recipe.tokenizer:
-        return {"vqgan": os.path.join(run, "vqgan"), "codes": os.path.join(run, "codes")}
-    key = hashlib.sha256(json.dumps(recipe.tokenizer).encode()).hexdigest()[:10]
-    base = os.path.join(out, "tokenizers", key)
-    return {"vqgan": os.path.join(base, "vqgan"), "codes": os.path.join(base, "codes"),
-            "bank": os.path.join(base, "bank"), "index": os.path.join(base, "index"),
-            "neighbours": os.path.join(base, "neighbours"), "overrides": recipe.tokenizer}
+def _dirs(run: str, out: str, recipe: Recipe) -> dict[str, Any]:
+    """Where a recipe's world, tokenizer, codes, memory bank, index and neighbours live: the run's,
+    or, for what a recipe changes, its own under OUT (shared by every recipe asking the same)."""
+    dirs: dict[str, Any] = {k: os.path.join(run, k) for k in
+                            ("shapes", "vqgan", "codes", "bank", "index", "neighbours")}
+    if recipe.scenes:
+        base = os.path.join(out, "worlds", str(recipe.scenes))
+        dirs.update(shapes=os.path.join(base, "shapes"), codes=os.path.join(base, "codes"),
+                    neighbours=os.path.join(base, "neighbours"), scenes=recipe.scenes)
+    if recipe.tokenizer:
+        said = [recipe.tokenizer, recipe.scenes] if recipe.scenes else recipe.tokenizer
+        key = hashlib.sha256(json.dumps(said).encode()).hexdigest()[:10]
+        base = os.path.join(out, "tokenizers", key)
+        dirs.update({k: os.path.join(base, k) for k in ("vqgan", "codes", "bank", "index", "neighbours")},
+                    overrides=recipe.tokenizer)
+    return dirs
 
 
-def prepare_tokenizer(run: str, dirs: dict[str, str]) -> dict[str, Any]:
-    """Trains, pretokenizes and (for retrieval) re-banks what a tokenizer recipe needs; returns
-    the tokenizer's own eval figures (reconstruction exact match, bits of a code beyond its patch)."""
+def prepare(run: str, dirs: dict[str, Any]) -> dict[str, Any]:
+    """Makes what a recipe changes (its world; its VQ-GAN, the codes, and for retrieval the memory
+    bank, index and neighbours) and returns the tokenizer's own figures (reconstruction exact
+    match, bits of a code beyond its patch)."""
     from cm3jax.demo import SELECTION, _neighbours_done
     from cm3jax.image_tokenizer.checkpoints import latest_step, load_tokenizer
     from cm3jax.image_tokenizer.pretokenize import MANIFEST as CODES_MANIFEST
@@ -108,26 +130,29 @@ def prepare_tokenizer(run: str, dirs: dict[str, str]) -> dict[str, Any]:
     from cm3jax.retrieval.bank import MANIFEST as BANK_MANIFEST
     from cm3jax.retrieval.index import MANIFEST as INDEX_MANIFEST
     from cm3jax.retrieval.shapes_memory import SPLITS, make_bank, make_index, make_neighbours
+    from cm3jax.shapes.dataset import MANIFEST as SHAPES_MANIFEST
+    from cm3jax.shapes.dataset import load_spec, make
 
+    if "scenes" in dirs and not SHAPES_MANIFEST.exists(dirs["shapes"]):
+        make(dirs["shapes"], dataclasses.replace(load_spec(os.path.join(run, "shapes")), num_train=dirs["scenes"]))
     if "overrides" in dirs:
         config = load_config(f"{ROOT}/tokenizers/vqgan_shapes.py:demo",
                              [_override(k, v) for k, v in dirs["overrides"]])
         if latest_step(dirs["vqgan"]) != config.training.steps:
             train_image_tokenizer(config, dirs["vqgan"])
-        if not CODES_MANIFEST.exists(dirs["codes"]):
-            pretokenize(os.path.join(run, "shapes"), dirs["codes"], load_tokenizer(dirs["vqgan"])[0])
-        paths = {k: os.path.join(run, k) for k in ("shapes", "clip")}
-        text = os.path.join(run, "text.model")
-        if not BANK_MANIFEST.exists(dirs["bank"]):
-            make_bank(paths["clip"], paths["shapes"], dirs["codes"], text, dirs["vqgan"], dirs["bank"])
-        if not INDEX_MANIFEST.exists(dirs["index"]):
-            make_index(dirs["bank"], dirs["index"])
-        if not _neighbours_done(dirs["neighbours"]):
-            make_neighbours(dirs["index"], paths["shapes"], SPLITS, dirs["neighbours"], SELECTION)
-    return tokenizer_figures(run, dirs)
+    if not CODES_MANIFEST.exists(dirs["codes"]):
+        pretokenize(dirs["shapes"], dirs["codes"], load_tokenizer(dirs["vqgan"])[0])
+    text, clip = os.path.join(run, "text.model"), os.path.join(run, "clip")
+    if not BANK_MANIFEST.exists(dirs["bank"]):
+        make_bank(clip, dirs["shapes"], dirs["codes"], text, dirs["vqgan"], dirs["bank"])
+    if not INDEX_MANIFEST.exists(dirs["index"]):
+        make_index(dirs["bank"], dirs["index"])
+    if not _neighbours_done(dirs["neighbours"]):
+        make_neighbours(dirs["index"], dirs["shapes"], SPLITS, dirs["neighbours"], SELECTION)
+    return tokenizer_figures(dirs)
 
 
-def tokenizer_figures(run: str, dirs: dict[str, str]) -> dict[str, Any]:
+def tokenizer_figures(dirs: dict[str, Any]) -> dict[str, Any]:
     """Reconstruction exact match (the tokenizer's own eval) and H(code | patch) on train images."""
     import numpy as np
 
@@ -142,7 +167,7 @@ def tokenizer_figures(run: str, dirs: dict[str, str]) -> dict[str, Any]:
             record = json.loads(line)
             if record.get("kind") == "end":
                 end = record
-    codes, scenes = read_codes(dirs["codes"], "train", None), data_source(os.path.join(run, "shapes"), "train")
+    codes, scenes = read_codes(dirs["codes"], "train", None), data_source(dirs["shapes"], "train")
     n = min(2000, len(codes))
     codes_N = np.stack([np.asarray(codes[i]["codes"]) for i in range(n)])
     images = np.stack([np.asarray(scenes[i]["image"]) for i in range(n)])
@@ -152,14 +177,13 @@ def tokenizer_figures(run: str, dirs: dict[str, str]) -> dict[str, Any]:
             "code_bits_given_patch": code_bits_given_patch(images, codes_N.reshape(n, side, side))}
 
 
-def decoder_config(run: str, dirs: dict[str, str], recipe: Recipe, seed: int, steps: int):
+def decoder_config(run: str, dirs: dict[str, Any], recipe: Recipe, seed: int, steps: int):
     retrieval = recipe.decoder_variant.endswith("retrieval")
-    paths = [_override("data.shapes_dir", os.path.join(run, "shapes")), _override("data.codes_dir", dirs["codes"]),
+    paths = [_override("data.shapes_dir", dirs["shapes"]), _override("data.codes_dir", dirs["codes"]),
              _override("data.text_tokenizer", os.path.join(run, "text.model")),
              _override("data.image_tokenizer", dirs["vqgan"])]
     if retrieval:
-        paths += [_override("data.retrieval_bank", dirs.get("bank", os.path.join(run, "bank"))),
-                  _override("data.neighbours", dirs.get("neighbours", os.path.join(run, "neighbours")))]
+        paths += [_override("data.retrieval_bank", dirs["bank"]), _override("data.neighbours", dirs["neighbours"])]
     return load_config(f"{ROOT}/experiments/shapes_tiny.py:{recipe.decoder_variant}",
                        paths + [_override("train.seed", seed), _override("train.steps", steps)]
                        + [_override(k, v) for k, v in recipe.decoder])
@@ -196,6 +220,11 @@ def figures(results: dict) -> dict[str, float | None]:
     main = t2i.get("dev") or t2i.get("eval") or {}
     row.update({k: main.get(k) for k in ("color", "shape", "size", "position", "count")})
     row["caption_exact"] = _rate(tasks.get("caption", {}).get("results"), "exact_match")
+    likelihood = tasks.get("likelihood", {}).get("results", {})
+    for name, key in (("dev", "dev"), ("eval", "dev"), ("novel", "novel")):
+        if name in likelihood:
+            row[f"{key}_drawn_accuracy"] = likelihood[name]["drawn_token_accuracy"]
+            row[f"{key}_continued_accuracy"] = likelihood[name]["continued_token_accuracy"]
     emblems = (tasks.get("emblems", {}).get("results") or {}).get("by_retrieved", {})
     for documents, entry in emblems.items():
         row[f"emblems_{documents}"] = entry["emblem_pixel_accuracy"]
@@ -204,13 +233,13 @@ def figures(results: dict) -> dict[str, float | None]:
 
 def run_one(run: str, out: str, name: str, recipe: Recipe, seed: int, steps: int, every: int,
             done: dict, size: str = "quick") -> list[dict]:
-    dirs = _tokenizer_dirs(run, out, recipe)
-    tokenizer = prepare_tokenizer(run, dirs)
+    dirs = _dirs(run, out, recipe)
+    tokenizer = prepare(run, dirs)
     from cm3jax.train.loop import train
     config = decoder_config(run, dirs, recipe, seed, steps)
     workdir = os.path.join(out, "runs", f"{name}-seed{seed}")
     rows = []
-    tasks = ["text_to_image", "caption"] + (["emblems"] if recipe.decoder_variant.endswith("retrieval") else [])
+    tasks = ["text_to_image", "likelihood", "caption"] + (["emblems"] if recipe.decoder_variant.endswith("retrieval") else [])
     for step in range(every, steps + 1, every):
         key = f"{name}/{seed}/{step}"
         if key in done:
@@ -218,7 +247,7 @@ def run_one(run: str, out: str, name: str, recipe: Recipe, seed: int, steps: int
             continue
         train(config, workdir, stop_at_step=step if step < steps else None)
         results = run_suite(workdir, size, tasks=tasks, split="dev", out=os.path.join(workdir, "eval", f"step{step}"),
-                            index=dirs.get("index", os.path.join(run, "index")), progress=False)
+                            index=dirs["index"], progress=False)
         tokens, seconds, loss = training_cost(workdir, step)
         row = {"recipe": name, "seed": seed, "step": step, "tokens": tokens, "seconds": seconds, "train_loss": loss,
                "tokenizer": tokenizer, **figures(results)}
@@ -242,7 +271,8 @@ def write_table(out: str, rows: list[dict], recipes: dict[str, Recipe], machine:
         k = (row["recipe"], row["seed"])
         if k not in last or row["step"] > last[k]["step"]:
             last[k] = row
-    columns = ("dev_exact", "novel_exact", "color", "shape", "size", "position", "count", "caption_exact")
+    columns = ("dev_exact", "novel_exact", "color", "shape", "size", "position", "count", "dev_drawn_accuracy",
+               "dev_continued_accuracy", "novel_drawn_accuracy", "caption_exact")
     lines = [f"Machine: {machine}. Dev split, {len(rows)} scored points; figures in % (128 dev prompts, "
              f"128 dev novel-pair prompts, greedy).", "",
              "| recipe | seed | steps | tokens (M) | train s | train loss | VQ recon exact | code bits/patch | "

@@ -11,6 +11,7 @@ text, scores 100% on every task (tests/eval/test_metrics.py).
     edits(edited_scenes, images, kinds)     the edited scene detected exactly, by edit kind
     grounding(scenes, images)               box IoU >= 0.5 rate and mean IoU over objects (and the renderer's)
     infills(truths, texts)                  the infilled text equals the removed span
+    image_likelihood(codes, log_probs, best) the true image codes under teacher forcing
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import math
 from typing import Sequence
 
 import numpy as np
+from scipy import ndimage
 from pycocoevalcap.cider.cider import Cider
 
 from cm3jax.errors import UserError
@@ -80,6 +82,39 @@ def text_to_image(scenes: Sequence[Scene], images: np.ndarray) -> dict:
     exact = Rate(round((report["exact_match"] or 0.0) * len(scenes)), len(scenes))
     return {"exact_match": exact.to_json(), **{k: report[k] for k in (*ATTRIBUTES, "count", "background")},
             "num_scenes": len(scenes)}
+
+
+def image_likelihood(image_ids_NHW: np.ndarray, log_probs: Sequence[np.ndarray], best: Sequence[np.ndarray]) -> dict:
+    """How well a model predicts true images, each token given the caption and the tokens before it:
+    `image_ids_NHW` the images' token ids as code grids, against the last H * W of each document's
+    `log_probs` and `best` (`batched.next_token_scores`). Nats per image; the share of tokens
+    ranked first; that share over the tokens that draw something (all but the image's most
+    frequent, its background), where a model that has learnt only backgrounds scores nothing; and
+    over the drawn tokens after the first of their object (a 4-connected run of drawn tokens),
+    which the tokens above and to the left already pin down: the first one is also where the
+    object's unstated jitter is chosen."""
+    image_ids_NHW = np.asarray(image_ids_NHW)
+    _pair_up("images", image_ids_NHW, log_probs)
+    n = image_ids_NHW[0].size if len(image_ids_NHW) else 0
+    nats, right, counts = [], 0, collections.Counter()
+    for grid, lp, top in zip(image_ids_NHW, log_probs, best):
+        values, frequency = np.unique(grid, return_counts=True)
+        drawn = grid != values[frequency.argmax()]
+        hit = np.asarray(top[-n:]).reshape(grid.shape) == grid
+        objects, _ = ndimage.label(drawn)
+        _, first = np.unique(objects.ravel(), return_index=True)  # raster order: each object's first token
+        continued = drawn.ravel().copy()
+        continued[first] = False
+        continued = continued.reshape(grid.shape)
+        nats.append(-float(np.sum(lp[-n:])))
+        right += int(hit.sum())
+        counts.update(drawn=int(drawn.sum()), drawn_right=int(hit[drawn].sum()),
+                      continued=int(continued.sum()), continued_right=int(hit[continued].sum()))
+    share = lambda a, b: counts[a] / counts[b] if counts[b] else None  # noqa: E731
+    return {"nats_per_image": float(np.mean(nats)) if nats else None,
+            "token_accuracy": right / image_ids_NHW.size if image_ids_NHW.size else None,
+            "drawn_token_accuracy": share("drawn_right", "drawn"),
+            "continued_token_accuracy": share("continued_right", "continued"), "num_images": len(image_ids_NHW)}
 
 
 def emblem_copies(scenes: Sequence[Scene], images: np.ndarray) -> dict:

@@ -63,6 +63,9 @@ def headline(task: str, results: dict) -> list[tuple[str, str]]:
     rows = []
     if task == "text_to_image":
         rows = [(f"{split} exact match", _at(results, split, "exact_match")) for split in results]
+    elif task == "likelihood":
+        rows = [(f"{split} {what} codes ranked first (teacher forcing)", _at(results, split, f"{what}_token_accuracy"))
+                for split in results for what in ("drawn", "continued")]
     elif task == "retrieval":
         rows = [(f"{split} exact match, {k} retrieved", _at(results, split, "by_retrieved", k, "exact_match"))
                 for split in results for k in sorted(results[split]["by_retrieved"])]

@@ -3,6 +3,7 @@ with `cm3jax.eval.metrics`, recording every figure with its decoding settings, s
 prompt set's fingerprint, and drawing a grid a person can look at.
 
     text_to_image   eval (or dev) and novel captions, greedy, no retrieval
+    likelihood      the same prompts' true images under teacher forcing: nats, codes ranked first
     retrieval       the same with 0, 1 and 2 retrieved documents (CM3Leon Table 1, in kind)
     emblems         the unseen emblems with 0 and 2 retrieved documents (only a copy can draw them)
     cfg             classifier-free guidance scale 1..7, greedy and top-p (Figure 4, left)
@@ -205,6 +206,22 @@ def text_to_image(ctx: Context) -> dict:
         results[prompt_set.name] = {**metrics.text_to_image(prompt_set.scenes, images), **ctx.record(prompt_set, GREEDY)}
         grids.append(_side_by_side(ctx, f"text_to_image_{prompt_set.name}.png", prompt_set, {"greedy": images}))
     return {"results": results, "grids": grids}
+
+
+def likelihood(ctx: Context) -> dict:
+    """Each main and novel prompt's true image after its caption (caption <break> image), scored
+    token by token: it moves long before a greedy sample is exactly right."""
+    codec, results = ctx.trained.codec, {}
+    for role in ("main", "novel"):
+        prompt_set = ctx.prompts(role)
+        images = [codec.encode_image(codes) for codes in ctx.codes(role)]
+        documents = [np.concatenate([prompts.text_to_image(codec, caption, False)[0], ids])
+                     for caption, ids in zip(prompt_set.captions, images)]
+        log_probs, best = batched.next_token_scores(ctx.trained, documents)
+        grids = np.stack(images).reshape(len(images), *codec.grid)
+        results[prompt_set.name] = {**metrics.image_likelihood(grids, log_probs, best),
+                                    **ctx.record(prompt_set, GREEDY, layout="caption <break> image")}
+    return {"results": results}
 
 
 def _first_document_says(records: Sequence[list[dict]], scenes) -> metrics.Rate:
@@ -413,6 +430,7 @@ def infill(ctx: Context) -> dict:
 
 TASKS = {task.name: task for task in (
     Task("text_to_image", text_to_image, "text_to_image"),
+    Task("likelihood", likelihood, "text_to_image"),
     Task("retrieval", retrieval, "text_to_image", _needs_retriever),
     Task("emblems", emblems, "text_to_image", _needs_retriever),
     Task("cfg", cfg, "text_to_image", _needs_unconditional),

@@ -89,3 +89,12 @@ def code_bits_given_patch(images_NRR3: np.ndarray, codes_Nhw: np.ndarray) -> flo
     total = float(len(pairs))
     entropy = lambda counts: -float(np.sum(counts / total * np.log2(counts / total)))  # noqa: E731
     return max(entropy(pair_counts) - entropy(patch_counts), 0.0)
+
+
+def codebook_features(embedding_KF) -> np.ndarray:
+    """float32 [K, F]: codebook vectors centred and scaled to a mean square of one per entry, as the
+    decoder's `image_code_features` read them."""
+    embedding_KF = np.asarray(embedding_KF, np.float64)
+    centred = embedding_KF - embedding_KF.mean(axis=0)
+    rms = np.sqrt(np.mean(np.sum(centred ** 2, axis=1)))
+    return (centred / max(rms, 1e-12)).astype(np.float32)

@@ -37,6 +37,10 @@ class DecoderConfig:
     # (DALL-E's image position embeddings; CM3Leon has none), for the image token ids
     # [image_id_start, image_id_end), which training fills in from the vocabulary
     image_positions: int = 0
+    # image_code_features = F > 0 also embeds and predicts each image token through its image
+    # tokenizer's codebook vector c (width F, frozen; training copies it in): embedding += c W_in,
+    # logit += h W_out c^T, so codes that look alike share what is learned about any of them
+    image_code_features: int = 0
     image_id_start: int = 0
     image_id_end: int = 0
     dtype: str = "float32"  # activations and matmuls; parameters stay float32
@@ -54,6 +58,11 @@ class DecoderConfig:
         if self.image_positions < 0 or (self.image_positions and not 0 <= self.image_id_start < self.image_id_end):
             raise UserError(f"model.image_positions ({self.image_positions}) must be 0 or the image tokens per image, "
                             f"with image ids [{self.image_id_start}, {self.image_id_end}) set from the vocabulary.")
+        if self.image_code_features < 0 or (self.image_code_features
+                                            and not 0 <= self.image_id_start < self.image_id_end):
+            raise UserError(f"model.image_code_features ({self.image_code_features}) must be 0 or the width of the image "
+                            f"tokenizer's codebook vectors, with image ids [{self.image_id_start}, "
+                            f"{self.image_id_end}) set from the vocabulary.")
         if self.positions == "rope" and self.head_size % 2:
             raise UserError(f"RoPE needs an even head size, got {self.head_size}.")
 
@@ -80,8 +89,13 @@ class DecoderConfig:
         embeddings = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         positions = self.max_seq_len * d if self.positions == "learned" else 0
         positions += self.image_positions * d
+        codes = self.image_codebook_size * self.image_code_features + 2 * self.image_code_features * d
         final_norm = d if self.norm == "rmsnorm" else 0
-        return self.n_layers * block + embeddings + positions + final_norm
+        return self.n_layers * block + embeddings + positions + codes + final_norm
+
+    @property
+    def image_codebook_size(self) -> int:
+        return self.image_id_end - self.image_id_start
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

@@ -75,6 +75,11 @@ class Decoder(nnx.Module):
         self.image_positions = (param(rngs, truncated_normal(config.position_init_std),
                                       (config.image_positions, config.d_model), ("position", "embed"))
                                 if config.image_positions else None)
+        features = config.image_code_features
+        self.image_codes = (param(rngs, lambda key, shape: jnp.zeros(shape, jnp.float32),
+                                  (config.image_codebook_size, features), (None, None)) if features else None)
+        self.image_code_in = param(rngs, init, (features, config.d_model), (None, "embed")) if features else None
+        self.image_code_out = param(rngs, init, (config.d_model, features), ("embed", None)) if features else None
         self.blocks = (stacked_blocks(config, rngs) if config.scan_layers
                        else nnx.List([Block(config, rngs) for _ in range(config.n_layers)]))
         self.final_norm = Norm(config, rngs)
@@ -104,13 +109,33 @@ class Decoder(nnx.Module):
             table = self.image_positions[...]
             place_BTD = jnp.take(table, jnp.clip(index_BT, 0, table.shape[0] - 1), axis=0)
             x = x + jnp.where((index_BT >= 0)[..., None], place_BTD, 0.0)
+        if self.image_codes is not None:
+            x = x + dense(self._code_vectors(tokens_BT), self.image_code_in[...])
         return constrain(x.astype(dtype), ACTIVATION)
+
+    def _codebook(self) -> jax.Array:
+        """[K, F] the image tokenizer's codebook vectors: fixed, never trained."""
+        return jax.lax.stop_gradient(self.image_codes[...])
+
+    def _code_vectors(self, tokens_BT: jax.Array) -> jax.Array:
+        """[B, T, F] each image token's codebook vector, zeros for every other token."""
+        c = self.config
+        code_BT = tokens_BT - c.image_id_start
+        is_image_BT = (code_BT >= 0) & (code_BT < c.image_codebook_size)
+        vectors_BTF = jnp.take(self._codebook(), jnp.clip(code_BT, 0, c.image_codebook_size - 1), axis=0)
+        return jnp.where(is_image_BT[..., None], vectors_BTF, 0.0)
 
     def logits(self, x_BTD: jax.Array) -> jax.Array:
         """float32 logits over the whole (padded) vocabulary."""
         x = self.final_norm(x_BTD)
         head = self.embed[...].T if self.lm_head is None else self.lm_head[...]
         logits = dense(x, head.astype(x.dtype), jnp.float32)
+        if self.image_codes is not None:
+            c = self.config
+            image_logits = dense(dense(x, self.image_code_out[...].astype(x.dtype)),
+                                 self._codebook().T.astype(x.dtype), jnp.float32)
+            around = [(0, 0)] * (logits.ndim - 1) + [(c.image_id_start, logits.shape[-1] - c.image_id_end)]
+            logits = logits + jnp.pad(image_logits, around)
         return constrain(logits, ("batch", "length", "act_vocab"))
 
     def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None,

@@ -32,6 +32,7 @@ from cm3jax.distributed import maybe_initialize
 from cm3jax.documents import DocumentCodec
 from cm3jax.errors import UserError
 from cm3jax.fileio import atomic_write_text
+from cm3jax.image_tokenizer.codebook import codebook_features
 from cm3jax.image_tokenizer.codec import encode_images
 from cm3jax.image_tokenizer.report import save_loss_curves
 from cm3jax.model.config import DecoderConfig
@@ -100,6 +101,29 @@ def _pipeline(config, codec, split: str, seed: int, repeat: bool, retrieval=None
                          to_context=to_context if retrieval is not None or throwaway is not None else None)
 
 
+def _set_image_ids(config: ml_collections.ConfigDict, vocab: MultimodalVocab, tokenizer) -> None:
+    """Checks the image switches against the tokenizer and gives the model the image ids they read."""
+    model = config.model
+    if model.get("image_positions", 0) and model.image_positions != vocab.image_tokens:
+        raise UserError(f"model.image_positions is {model.image_positions} but the image tokenizer makes "
+                        f"{vocab.image_tokens} tokens per image; set it to {vocab.image_tokens} (or 0).")
+    features = model.get("image_code_features", 0)
+    if features and features != tokenizer.config.embed_dim:
+        raise UserError(f"model.image_code_features is {features} but the image tokenizer's codebook vectors have "
+                        f"{tokenizer.config.embed_dim} dimensions; set it to {tokenizer.config.embed_dim} (or 0).")
+    if model.get("image_positions", 0) or features:
+        model.image_id_start, model.image_id_end = vocab.image_offset, vocab.size
+
+
+def with_codebook(params, config: ml_collections.ConfigDict, tokenizer):
+    """A fresh model's parameters with the image tokenizer's codebook copied into `image_codes`."""
+    if not config.model.get("image_code_features", 0):
+        return params
+    codes = params["image_codes"]
+    codes[...] = jax.device_put(codebook_features(tokenizer.quantize.embedding[...]), codes[...].sharding)
+    return params
+
+
 def _check_resumable(saved: dict, config, vocab: MultimodalVocab, where: str) -> None:
     vocab.check_matches(MultimodalVocab.from_json(saved["vocab"]), f"checkpoint {where}")
     # a key the checkpoint predates had its default then
@@ -119,12 +143,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
     codec, image_tokenizer = load_codec(config)
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.vocab_size = codec.vocab.padded_size
-    if config.model.image_positions:
-        if config.model.image_positions != codec.vocab.image_tokens:
-            tokens = codec.vocab.image_tokens
-            raise UserError(f"model.image_positions is {config.model.image_positions} but the image tokenizer makes "
-                            f"{tokens} tokens per image; set it to {tokens} (or 0).")
-        config.model.image_id_start, config.model.image_id_end = codec.vocab.image_offset, codec.vocab.size
+    _set_image_ids(config, codec.vocab, image_tokenizer)
     model_config = decoder_config(config)
     mesh = make_mesh(mesh_shape(config))
     os.makedirs(workdir, exist_ok=True)
@@ -142,7 +161,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
     primary = jax.process_index() == 0  # the one process that writes logs and pictures
     with mesh_context(mesh):
         with Checkpoints(workdir, keep=config.checkpoint.keep) as checkpoints:
-            params = init_params()
+            params = with_codebook(init_params(), config, image_tokenizer)
             opt_state = jax.jit(tx.init)(params)
             opt_state = jax.device_put(opt_state, optimizer_shardings(tx, opt_state, param_shardings, mesh))
             start = checkpoints.latest_step() or 0

@@ -17,9 +17,14 @@ def learning_rate(peak: float, warmup_steps: int, total_steps: int, end_fraction
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup_steps), decay], [warmup_steps])
 
 
+FROZEN = ("image_codes",)  # parameters the model never trains (it reads them through stop_gradient)
+
+
 def decay_mask(params):
-    """Weight decay on matrices only: not on norm scales or biases."""
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
+    """Weight decay on matrices only: not on norm scales, biases or frozen parameters."""
+    def named(path) -> set:
+        return {str(getattr(k, "key", getattr(k, "name", k))) for k in path}
+    return jax.tree_util.tree_map_with_path(lambda path, p: p.ndim >= 2 and not named(path) & set(FROZEN), params)
 
 
 def make_optimizer(train, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:

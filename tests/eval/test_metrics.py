@@ -111,6 +111,18 @@ def test_grounding_perfect_and_blank():
     assert shuffled["iou_at_0.5"]["rate"] < 0.2
 
 
+def test_image_likelihood_counts_drawn_and_continued_tokens_apart_from_the_background():
+    grids = np.array([[[7, 7, 3], [7, 3, 3], [3, 7, 7]],   # background 7; objects {3, 3, 3} and {3}
+                      [[5, 5, 5], [5, 5, 5], [5, 2, 2]]])  # background 5; one object {2, 2}
+    log_probs = [np.array([-9.0] + [-1.0] * 9), np.full(9, -1.0)]
+    best = [np.array([0, 7, 7, 3, 7, 3, 9, 9, 7, 7]),  # misses the second object's only token and a continued 3
+            np.array([5, 5, 5, 5, 5, 5, 5, 0, 2])]      # misses the second image's first drawn token
+    measured = metrics.image_likelihood(grids, log_probs, best)
+    assert measured["token_accuracy"] == 15 / 18 and measured["drawn_token_accuracy"] == 3 / 6
+    assert measured["continued_token_accuracy"] == 2 / 3  # the 3s at (1, 1), (1, 2) and the 2 at (2, 2)
+    assert measured["nats_per_image"] == 9.0 and measured["num_images"] == 2
+
+
 def test_infills():
     assert metrics.infills(["red circle", "big"], ["red  circle", "big"])["exact_match"]["rate"] == 1.0
     assert metrics.infills(["red circle", "big"], ["blue circle", ""])["exact_match"]["rate"] == 0.0

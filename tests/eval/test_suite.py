@@ -15,7 +15,7 @@ from cm3jax.shapes.dataset import load_spec
 from cm3jax.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[2]
-DONE = {"text_to_image", "retrieval", "emblems", "cfg", "decoding", "caption", "infill"}
+DONE = {"text_to_image", "likelihood", "retrieval", "emblems", "cfg", "decoding", "caption", "infill"}
 NOT_TRAINED = {"vqa", "edit", "grounding", "structure"}
 
 

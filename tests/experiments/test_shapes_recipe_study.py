@@ -38,3 +38,17 @@ def test_the_study_trains_in_segments_scores_each_on_dev_and_tabulates(demo, tmp
     before = (tmp_path / "runs" / "tiny-seed0" / "metrics.jsonl").read_text()
     study.main(argv)
     assert (tmp_path / "runs" / "tiny-seed0" / "metrics.jsonl").read_text() == before, "done points are not redone"
+
+
+def test_a_recipe_with_more_training_scenes_trains_on_its_own_world(demo, tmp_path, monkeypatch):
+    study = _study()
+    monkeypatch.setitem(study.RECIPES, "more", study.Recipe("more scenes", "test_retrieval", scenes=80))
+    study.main(["--run", str(demo[0]), "--out", str(tmp_path), "--recipes", "more", "--steps", "4",
+                "--score-every", "4", "--size", "smoke"])
+    world = tmp_path / "worlds" / "80"
+    config = json.loads((world / "shapes" / "cm3jax_shapes.json").read_text())
+    assert config["num_train"] == 80 and (world / "codes").is_dir() and (world / "neighbours").is_dir()
+    results = json.loads((tmp_path / "runs" / "more-seed0" / "eval" / "step4" / "results.json").read_text())
+    assert results["checkpoint"]["step"] == 4
+    trained = json.loads((tmp_path / "study.json").read_text())["rows"][0]
+    assert trained["recipe"] == "more" and trained["tokens"] > 0

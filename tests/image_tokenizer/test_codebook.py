@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cm3jax.image_tokenizer.codebook import (batch_usage_and_perplexity, code_bits_given_patch, code_histogram,
-                                             ema_entries, ema_update,
+                                             codebook_features, ema_entries, ema_update,
                                              restart_dead_codes, usage_and_perplexity)
 
 
@@ -107,3 +107,13 @@ def test_code_bits_given_patch_is_zero_for_a_function_of_the_patch_and_counts_sy
     assert code_bits_given_patch(images, synonyms) == pytest.approx(0.25, abs=1e-9)
     with pytest.raises(ValueError, match="does not tile"):
         code_bits_given_patch(images, codes[:, :, :1].repeat(3, axis=2))
+
+
+def test_codebook_features_are_centred_unit_mean_square_and_keep_the_geometry():
+    embedding = np.random.default_rng(0).normal(3.0, 5.0, (64, 6))
+    features = codebook_features(embedding)
+    np.testing.assert_allclose(features.mean(0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(np.mean(np.sum(features ** 2, axis=1)), 1.0, rtol=1e-5)
+    distances = lambda x: np.linalg.norm(x[:, None] - x[None], axis=-1)  # noqa: E731
+    ratio = distances(features)[np.triu_indices(64, 1)] / distances(embedding)[np.triu_indices(64, 1)]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)  # one scale for every distance

@@ -122,6 +122,34 @@ def test_image_index_counts_each_image_tokens_place_in_its_run_and_restarts_per_
     np.testing.assert_array_equal(model.image_index(tokens, segments), [[-1, 0, 1, 2, -1, 0, 1, 2, 0, 1, -1, -1]])
 
 
+def _with_codebook(model: Decoder, codebook_KF) -> Decoder:
+    state = nnx.state(model, nnx.Param)
+    state["image_codes"][...] = jnp.asarray(codebook_KF, jnp.float32)
+    nnx.update(model, state)
+    return model
+
+
+def test_codes_that_look_alike_share_what_is_learned_about_one_of_them():
+    """One gradient step towards image code 0 raises code 1 (the same codebook vector) far more
+    than code 2 (an orthogonal one); the codebook itself gets no gradient."""
+    config = dataclasses.replace(BASE, image_code_features=4, image_id_start=100, image_id_end=108)
+    codebook = np.zeros((8, 4), np.float32)
+    codebook[0, 0] = codebook[1, 0] = codebook[2, 1] = 1.0
+    model = _with_codebook(Decoder(config, nnx.Rngs(0)), codebook)
+    tokens = jnp.array([[1, 2, 3, 4]])
+
+    def loss(model):
+        return -jax.nn.log_softmax(model(tokens)[0, -1])[100]
+
+    grads = nnx.grad(loss)(model)
+    assert float(jnp.abs(grads["image_codes"][...]).max()) == 0.0
+    before = np.asarray(run(model, tokens))[0, -1, 100:103]
+    state = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(lambda p, g: p - 0.5 * g, state, nnx.state(grads, nnx.Param)))
+    gain = np.asarray(run(model, tokens))[0, -1, 100:103] - before
+    assert gain[0] > 0 and gain[1] > 0.25 * gain[0] and gain[1] > 5 * abs(gain[2])
+
+
 def test_a_cache_longer_than_the_context_is_refused():
     model = Decoder(BASE, nnx.Rngs(0))
     with pytest.raises(ValueError, match="exceeds the context of 64"):

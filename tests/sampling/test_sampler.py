@@ -30,10 +30,16 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def image_positions_model():
-    """Image tokens also embed their place in their image, which a decode step is told."""
-    return Decoder(dataclasses.replace(CONFIG, image_positions=VOCAB.image_tokens, image_id_start=VOCAB.image_offset,
-                                       image_id_end=VOCAB.size, position_init_std=0.3), nnx.Rngs(0))
+def image_switches_model():
+    """Image tokens also embed their place in their image, which a decode step is told, and are
+    embedded and predicted through their codebook vectors."""
+    model = Decoder(dataclasses.replace(CONFIG, image_positions=VOCAB.image_tokens, image_code_features=3,
+                                        image_id_start=VOCAB.image_offset, image_id_end=VOCAB.size,
+                                        position_init_std=0.3), nnx.Rngs(0))
+    state = nnx.state(model, nnx.Param)
+    state["image_codes"][...] = jax.random.normal(jax.random.key(1), state["image_codes"][...].shape)
+    nnx.update(model, state)
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +90,7 @@ def _reference(model, request, settings, max_new, seed, sample_id, until_image):
     (SamplingSettings(strategy="mix", temperature=0.7, top_p=0.8, cfg_scale=2.0, cd_alpha=0.2, cd_k=4), 2, "model"),
     (SamplingSettings(temperature=1.0, image_scale=1.5, text_scale=4.0), 3, "model"),
     (SamplingSettings(temperature=1.0, cfg_scale=3.0), 2, "scanned_model"),  # its cache: one StackedCache
-    (SamplingSettings(temperature=1.0, cfg_scale=3.0), 2, "image_positions_model"),
+    (SamplingSettings(temperature=1.0, cfg_scale=3.0), 2, "image_switches_model"),
 ])
 def test_cached_sampling_equals_full_forward_sampling(request, settings, streams, model_name):
     model = request.getfixturevalue(model_name)

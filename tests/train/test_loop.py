@@ -90,6 +90,26 @@ def test_image_positions_other_than_the_tokenizers_are_refused(world, tmp_path):
         train(config, str(tmp_path / "run"), progress=False)
 
 
+def test_training_copies_the_codebook_into_the_model_and_never_changes_it(world, tmp_path):
+    from cm3jax.image_tokenizer.codebook import codebook_features
+    from cm3jax.sampling.inference import TrainedDecoder
+    config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test",
+                         _overrides(world) + ["--config.model.image_code_features=8"])
+    train(config, str(tmp_path / "run"), progress=False)
+    trained = TrainedDecoder.load(str(tmp_path / "run"))
+    assert trained.step == 6
+    np.testing.assert_array_equal(np.asarray(trained.model.image_codes[...]),
+                                  codebook_features(trained.image_model.quantize.embedding[...]))
+
+
+def test_image_code_features_other_than_the_codebooks_are_refused(world, tmp_path):
+    config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test",
+                         _overrides(world) + ["--config.model.image_code_features=16"])
+    with pytest.raises(UserError, match="codebook vectors have 8 dimensions; set it to 8"):
+        train(config, str(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_checkpoint_saved_before_a_model_switch_existed_resumes(world, tmp_path):
     """A key that a saved config lacks counts as its default; a changed value is still refused."""
     workdir = str(tmp_path / "run")

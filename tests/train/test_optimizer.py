@@ -40,6 +40,11 @@ def test_weight_decay_skips_vectors_and_scalars():
     assert float(jnp.abs(updates["bias"]).max()) == 0 and float(jnp.abs(updates["scale"]).max()) == 0
 
 
+def test_weight_decay_leaves_the_frozen_codebook_alone():
+    params = {"image_codes": jnp.ones((4, 2)), "image_code_in": jnp.ones((2, 3))}
+    assert decay_mask(params) == {"image_codes": False, "image_code_in": True}
+
+
 def test_updates_done_counts_the_schedules_steps():
     params = {"kernel": jnp.ones((2, 2))}
     tx, schedule = make_optimizer(TRAIN, 10)
