@@ -288,10 +288,11 @@ def write_table(out: str, rows: list[dict], recipes: dict[str, Recipe], machine:
         by_recipe.setdefault(name, []).append(row)
     spreads = []
     for name, group in sorted(by_recipe.items()):
-        values = [r["dev_exact"] for r in group if r["dev_exact"] is not None]
-        if len(values) > 1:
-            spreads.append(f"- {name}: dev exact {100 * np.mean(values):.1f}% over seeds "
-                           f"{sorted(r['seed'] for r in group)}, spread {100 * (max(values) - min(values)):.1f} points")
+        for key in ("dev_exact", "dev_drawn_accuracy", "dev_continued_accuracy"):
+            values = [r[key] for r in group if r.get(key) is not None]
+            if len(values) > 1:
+                spreads.append(f"- {name}: {key} {100 * np.mean(values):.1f}% over seeds "
+                               f"{sorted(r['seed'] for r in group)}, spread {100 * (max(values) - min(values)):.1f} points")
     if spreads:
         lines += ["", "Over seeds (mean, and the spread max - min):", ""] + spreads
     lines += ["", "Recipes:", ""] + [f"- `{n}`: {r.note}" for n, r in recipes.items() if n in by_recipe]
@@ -307,28 +308,39 @@ def _attributes(row: dict) -> float:
     return 100 * sum(v or 0.0 for v in values) / len(values)
 
 
+MEASURES = (  # (y label, the figure of a row in %, or None where the row lacks it)
+    ("dev text -> image exact match (%)", lambda r: 100 * (r["dev_exact"] or 0.0)),
+    ("mean of colour, shape, size, position (%)", lambda r: _attributes(r)),
+    ("dev drawn codes ranked first,\nteacher forcing (%)",
+     lambda r: None if r.get("dev_drawn_accuracy") is None else 100 * r["dev_drawn_accuracy"]),
+)
+
+
 def plot(out: str, rows: list[dict]) -> str:
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharey="row", sharex="col")
+    fig, axes = plt.subplots(len(MEASURES), 2, figsize=(11, 10), sharey="row", sharex="col")
     runs: dict[tuple, list[dict]] = {}
     for row in rows:
         runs.setdefault((row["recipe"], row["seed"]), []).append(row)
-    for (name, seed), points in sorted(runs.items()):
+    for i, ((name, seed), points) in enumerate(sorted(runs.items())):
         points.sort(key=lambda r: r["step"])
-        label = f"{name} (seed {seed})"
-        for top, measure in ((0, lambda r: 100 * (r["dev_exact"] or 0.0)), (1, _attributes)):
-            axes[top, 0].plot([r["tokens"] / 1e6 for r in points], [measure(r) for r in points], marker="o", label=label)
-            axes[top, 1].plot([r["seconds"] / 60 for r in points], [measure(r) for r in points], marker="o", label=label)
-    axes[1, 0].set_xlabel("training tokens (millions)")
-    axes[1, 1].set_xlabel("training minutes (this machine)")
-    axes[0, 0].set_ylabel("dev text -> image exact match (%)")
-    axes[1, 0].set_ylabel("mean of colour, shape, size, position (%)")
+        style = dict(marker="o", label=f"{name} (seed {seed})", color=f"C{i % 10}", linestyle="-" if i < 10 else "--")
+        for line, (_, measure) in enumerate(MEASURES):
+            shown = [(r, measure(r)) for r in points if measure(r) is not None]
+            if not shown:
+                continue
+            for column, x in enumerate((lambda r: r["tokens"] / 1e6, lambda r: r["seconds"] / 60)):
+                axes[line, column].plot([x(r) for r, _ in shown], [y for _, y in shown], **style)
+    axes[-1, 0].set_xlabel("training tokens (millions)")
+    axes[-1, 1].set_xlabel("training minutes (this machine)")
+    for line, (name, _) in enumerate(MEASURES):
+        axes[line, 0].set_ylabel(name)
     for ax in axes.ravel():
         ax.grid(alpha=0.3)
         ax.set_ylim(0, 100)
     axes[0, 1].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path = os.path.join(out, "study.png")
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
