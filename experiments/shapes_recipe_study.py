@@ -310,7 +310,7 @@ def _attributes(row: dict) -> float:
 
 MEASURES = (  # (y label, the figure of a row in %, or None where the row lacks it)
     ("dev text -> image exact match (%)", lambda r: 100 * (r["dev_exact"] or 0.0)),
-    ("mean of colour, shape, size, position (%)", lambda r: _attributes(r)),
+    ("mean of colour, shape, size, position (%)", _attributes),
     ("dev drawn codes ranked first,\nteacher forcing (%)",
      lambda r: None if r.get("dev_drawn_accuracy") is None else 100 * r["dev_drawn_accuracy"]),
 )

@@ -11,7 +11,7 @@ text, scores 100% on every task (tests/eval/test_metrics.py).
     edits(edited_scenes, images, kinds)     the edited scene detected exactly, by edit kind
     grounding(scenes, images)               box IoU >= 0.5 rate and mean IoU over objects (and the renderer's)
     infills(truths, texts)                  the infilled text equals the removed span
-    image_likelihood(codes, log_probs, best) the true image codes under teacher forcing
+    image_likelihood(grids, log_probs, best) the true images' codes under teacher forcing
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
 from pycocoevalcap.cider.cider import Cider
+from scipy import ndimage
 
 from cm3jax.errors import UserError
 from cm3jax.shapes.captions import CaptionStyle, caption, describe, parse
