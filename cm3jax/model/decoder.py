@@ -89,8 +89,7 @@ class Decoder(nnx.Module):
     def image_index(self, tokens_BT: jax.Array, segments_BT: jax.Array | None = None) -> jax.Array:
         """int32 [B, T]: each image token's place in its run of image tokens (from 0), -1 for
         every other token; a run ends at any other token and where a packed document ends."""
-        c = self.config
-        is_image_BT = (tokens_BT >= c.image_id_start) & (tokens_BT < c.image_id_end)
+        is_image_BT = self._is_image(tokens_BT)
         after_image = jnp.pad(is_image_BT[:, :-1], ((0, 0), (1, 0)))
         if segments_BT is not None:
             after_image &= jnp.pad(segments_BT[:, :-1] == segments_BT[:, 1:], ((0, 0), (1, 0)))
@@ -120,10 +119,12 @@ class Decoder(nnx.Module):
     def _code_vectors(self, tokens_BT: jax.Array) -> jax.Array:
         """[B, T, F] each image token's codebook vector, zeros for every other token."""
         c = self.config
-        code_BT = tokens_BT - c.image_id_start
-        is_image_BT = (code_BT >= 0) & (code_BT < c.image_codebook_size)
-        vectors_BTF = jnp.take(self._codebook(), jnp.clip(code_BT, 0, c.image_codebook_size - 1), axis=0)
-        return jnp.where(is_image_BT[..., None], vectors_BTF, 0.0)
+        code_BT = jnp.clip(tokens_BT - c.image_id_start, 0, c.image_codebook_size - 1)
+        return jnp.where(self._is_image(tokens_BT)[..., None], jnp.take(self._codebook(), code_BT, axis=0), 0.0)
+
+    def _is_image(self, tokens_BT: jax.Array) -> jax.Array:
+        """bool [B, T]: the image token ids [image_id_start, image_id_end)."""
+        return (tokens_BT >= self.config.image_id_start) & (tokens_BT < self.config.image_id_end)
 
     def logits(self, x_BTD: jax.Array) -> jax.Array:
         """float32 logits over the whole (padded) vocabulary."""
