@@ -22,6 +22,7 @@ from ml_collections import config_flags
 
 from cm3jax.errors import UserError
 from cm3jax.model.config import DecoderConfig
+from cm3jax.paths import find_path, record_path
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -73,6 +74,31 @@ def load_config(config_arg: str, overrides: Sequence[str] = ()) -> ml_collection
 def to_json_dict(config: ml_collections.ConfigDict) -> dict:
     """Plain JSON types only (tuples become lists)."""
     return json.loads(config.to_json())
+
+
+# The config keys naming what a decoder run reads. A checkpoint saves them absolute, with their
+# places relative to the run under `paths` (cm3jax.paths), so a run loads from any working
+# directory and after being moved with its inputs.
+PATH_KEYS = ("shapes_dir", "codes_dir", "text_tokenizer", "image_tokenizer", "retrieval_bank", "neighbours")
+
+
+def with_recorded_paths(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """The config as a run in `workdir` saves it: `data` paths absolute, `paths` relative to the run."""
+    saved = to_json_dict(config)
+    data = saved.get("data", {})
+    records = {key: record_path(data[key], workdir) for key in PATH_KEYS if data.get(key)}
+    for key, record in records.items():
+        data[key] = record["path"]
+    saved["paths"] = {key: record["relative"] for key, record in records.items()}
+    return saved
+
+
+def with_found_paths(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+    """A saved config with each `data` path as it is now for the run at `workdir` (a config saved
+    before paths were recorded keeps its paths as given)."""
+    for key, relative in config.get("paths", {}).items():
+        config.data[key] = find_path({"path": config.data[key], "relative": relative}, workdir)
+    return config
 
 
 def from_json_dict(data: dict) -> ml_collections.ConfigDict:

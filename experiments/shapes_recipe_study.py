@@ -87,6 +87,9 @@ RECIPES = {
                                 "retrieval", (("model.image_code_features", 16),)),
     "codebook_features_lr_6e-3": Recipe("codebook_features at twice the peak learning rate (6e-3)", "retrieval",
                                         (("model.image_code_features", 16), ("train.peak_lr", 6e-3))),
+    "pixel_features": Recipe("default plus image tokens embedded and predicted also through what each code draws "
+                             "(every pixel's RGB and squared length), so a logit scores each pixel's colour",
+                             "retrieval", (("model.image_code_features", 64), ("model.image_code_source", "pixels"))),
     "batch_8": Recipe("default with half the batch (8 x 256 tokens a step)", "retrieval", (("train.batch_size", 8),)),
     "depth_6": Recipe("default with 6 layers instead of 4", "retrieval", (("model.n_layers", 6),)),
     "codebook_features_100k": Recipe("codebook_features on 100,000 training scenes (the run's world has 10,000)",

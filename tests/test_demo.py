@@ -74,13 +74,17 @@ def test_inference_commands_run_end_to_end(demo, tmp_path, capsys):
     (["--cfg", "-1"], "guidance scale cfg_scale must be >= 0"),
     (["--samples", "0"], "--samples must be at least 1"),
     (["--prompt", "red " * 300], "prompts may be at most 192 tokens"),
-    (["--checkpoint", "/nonexistent/run"], "No checkpoints in /nonexistent/run"),
+    (["--checkpoint", "/nonexistent/run"], "no checkpoint workdir at /nonexistent/run"),
 ])
 def test_generate_refuses_bad_input_with_the_fix(demo, tmp_path, capsys, arguments, message):
     workdir, _ = demo
     base = {"--checkpoint": str(workdir / "decoder"), "--prompt": "a red circle", "--out": str(tmp_path / "g.png")}
     base.update(zip(arguments[::2], arguments[1::2]))
-    assert main(["generate"] + [x for pair in base.items() for x in pair]) == 2
+    try:
+        code = main(["generate"] + [x for pair in base.items() for x in pair])
+    except SystemExit as e:  # refused by the parser
+        code = e.code
+    assert code == 2
     assert message in capsys.readouterr().err
 
 
@@ -106,3 +110,32 @@ def test_generate_with_retrieved_documents_and_clip_reranking(demo, tmp_path, ca
     assert main(["generate", "--checkpoint", str(workdir / "decoder"), "--prompt", prompt, "--retrieve", "1",
                  "--out", str(out)]) == 2
     assert "--retrieve K needs --index DIR" in capsys.readouterr().err
+
+
+def test_a_moved_run_loads_from_another_working_directory(demo, tmp_path, monkeypatch, capsys):
+    """The run directory copied elsewhere and used from a third directory: the checkpoint's
+    tokenizers and data, the index's bank and the bank's CLIP are found inside the copy."""
+    import shutil
+
+    from cm3jax.eval.suite import find_retriever
+    from cm3jax.retrieval.embedder import ClipEmbedder
+    from cm3jax.retrieval.retriever import Retriever
+    from cm3jax.sampling.inference import TrainedDecoder
+    workdir, _ = demo
+    moved = tmp_path / "moved"
+    shutil.copytree(workdir, moved, ignore=shutil.ignore_patterns("eval", "*.lock"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    trained = TrainedDecoder.load(str(moved / "decoder"))
+    for key in ("shapes_dir", "codes_dir", "text_tokenizer", "image_tokenizer", "retrieval_bank", "neighbours"):
+        assert trained.config.data[key].startswith(str(moved) + "/"), (key, trained.config.data[key])
+    loaded_from = []
+    load_clip = ClipEmbedder.load.__func__
+    monkeypatch.setattr(ClipEmbedder, "load", classmethod(lambda cls, w: loaded_from.append(w) or load_clip(cls, w)))
+    retriever = Retriever.load(str(moved / "index"))
+    assert retriever.bank.directory == str(moved / "bank") and loaded_from == [str(moved / "clip")]
+    assert find_retriever(trained.config.data.retrieval_bank, None)[0].directory == str(moved / "index")
+    out = tmp_path / "grid.png"
+    assert main(["generate", "--checkpoint", str(moved / "decoder"), "--prompt", "the flag of vexland",
+                 "--samples", "1", "--retrieve", "1", "--index", str(moved / "index"), "--out", str(out)]) == 0
+    assert json.loads((tmp_path / "grid.json").read_text())["retrieved"]

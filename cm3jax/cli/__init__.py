@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from cm3jax.cli import demo, evaluation, model, retrieval, sampling, shapes, tokenizer, train
-from cm3jax.cli.common import split_overrides
+from cm3jax.cli.common import Parser, file_error_line, split_overrides
 from cm3jax.errors import UserError
 from cm3jax.hostmem import restart_with_reusing_malloc
 
@@ -22,7 +22,7 @@ MALLOC_MEASURED = ("train",)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cm3jax", description="CM3Leon in JAX/Flax on the Shapes world and beyond.")
+    parser = Parser(prog="cm3jax", description="CM3Leon in JAX/Flax on the Shapes world and beyond.")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.add_parsers(sub)
@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args, overrides)
     except UserError as e:
         print(f"cm3jax: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file the library opened itself (a run's tokenizer, say): name it, in one line
+        if e.filename is None:
+            raise
+        print(f"cm3jax: error: {file_error_line(e)}", file=sys.stderr)
         return 2
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cm3jax.cli.common import add_config_argument, print_json
+from cm3jax.cli.common import add_config_argument, input_dir, input_file, print_json
 from cm3jax.errors import UserError
 
 
@@ -89,11 +89,15 @@ def add_parsers(sub) -> None:
     p.set_defaults(run=_clip)
 
     p = commands.add_parser("bank", help="embed the Shapes memory split into a memory bank")
-    p.add_argument("--clip", required=True, help="workdir of a trained CLIP (`cm3jax retrieval clip`)")
-    p.add_argument("--data", required=True, help="a made Shapes dataset")
-    p.add_argument("--codes", required=True, help="its pretokenized image codes (`cm3jax tokenizer pretokenize`)")
-    p.add_argument("--text-tokenizer", required=True, help="the decoder's sentencepiece model")
-    p.add_argument("--image-tokenizer", required=True, help="workdir of the image tokenizer that made the codes")
+    p.add_argument("--clip", required=True, type=input_dir("CLIP workdir"),
+                   help="workdir of a trained CLIP (`cm3jax retrieval clip`)")
+    p.add_argument("--data", required=True, type=input_dir("Shapes dataset"), help="a made Shapes dataset")
+    p.add_argument("--codes", required=True, type=input_dir("image codes"),
+                   help="its pretokenized image codes (`cm3jax tokenizer pretokenize`)")
+    p.add_argument("--text-tokenizer", required=True, type=input_file("text tokenizer"),
+                   help="the decoder's sentencepiece model")
+    p.add_argument("--image-tokenizer", required=True, type=input_dir("image tokenizer workdir"),
+                   help="workdir of the image tokenizer that made the codes")
     p.add_argument("--out", required=True)
     p.add_argument("--text-only", type=float, default=0.1, help="share of scenes kept as text-only documents")
     p.add_argument("--image-only", type=float, default=0.1, help="share of scenes kept as image-only documents")
@@ -102,7 +106,7 @@ def add_parsers(sub) -> None:
     p.set_defaults(run=_bank)
 
     p = commands.add_parser("build", help="index a memory bank's keys (exact search or ScaNN)")
-    p.add_argument("--bank", required=True)
+    p.add_argument("--bank", required=True, type=input_dir("memory bank"))
     p.add_argument("--out", required=True)
     p.add_argument("--backend", choices=("auto", "exact", "scann"), default="auto",
                    help="auto: exact search below 50,000 documents, else ScaNN")
@@ -112,17 +116,18 @@ def add_parsers(sub) -> None:
     p.set_defaults(run=_build)
 
     p = commands.add_parser("query", help="the documents nearest a text and/or image query")
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True, type=input_dir("retrieval index"))
     p.add_argument("--text", default=None)
-    p.add_argument("--image", default=None, help="an image file")
+    p.add_argument("--image", default=None, type=input_file("image file"), help="an image file")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--select", action="store_true", help="apply CM3Leon's selection heuristics")
     p.add_argument("--out", default=None, help="also draw the query and its documents as a PNG grid")
     p.set_defaults(run=_query)
 
     p = commands.add_parser("neighbours", help="each training example's documents by its text and by its image")
-    p.add_argument("--index", required=True, help="an index over the memory bank (`cm3jax retrieval build`)")
-    p.add_argument("--data", required=True, help="a made Shapes dataset")
+    p.add_argument("--index", required=True, type=input_dir("retrieval index"),
+                   help="an index over the memory bank (`cm3jax retrieval build`)")
+    p.add_argument("--data", required=True, type=input_dir("Shapes dataset"), help="a made Shapes dataset")
     p.add_argument("--split", nargs="+", default=["train", "eval", "emblems_unseen"])
     p.add_argument("--out", required=True)
     p.add_argument("-k", type=int, default=2, help="documents per query (by text, and again by image)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from cm3jax.cli.common import input_dir, input_file
 from cm3jax.errors import UserError
 
 GUIDANCE_FLAGS = {"cfg": "cfg_scale", "image_cfg": "image_scale", "text_cfg": "text_scale"}  # flag -> setting
@@ -19,7 +20,8 @@ def _cd_k(text: str) -> tuple[float, int]:
 
 
 def _sampling_arguments(p: argparse.ArgumentParser, images: bool) -> None:
-    p.add_argument("--checkpoint", required=True, help="workdir of a `cm3jax train` run")
+    p.add_argument("--checkpoint", required=True, type=input_dir("checkpoint workdir"),
+                   help="workdir of a `cm3jax train` run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0 if images else 0.0, help="0: greedy")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling (with --cd-k: the paper's mix)")
@@ -110,7 +112,7 @@ def _command(sub, name: str, help: str, run, images: bool, *required: str) -> ar
     p = sub.add_parser(name, help=help)
     _sampling_arguments(p, images)
     for flag in required:
-        p.add_argument(flag, required=True)
+        p.add_argument(flag, required=True, **({"type": input_file("image file")} if flag == "--image" else {}))
     p.set_defaults(run=run)
     return p
 
@@ -121,8 +123,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1: none)")
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--retrieve", type=int, default=0, metavar="K", help="put K retrieved documents before the prompt")
-    p.add_argument("--index", default=None, help="the retrieval index to retrieve from (`cm3jax retrieval build`)")
-    p.add_argument("--clip", default=None, help="a CLIP workdir: keep the sample it scores best against the prompt")
+    p.add_argument("--index", default=None, type=input_dir("retrieval index"),
+                   help="the retrieval index to retrieve from (`cm3jax retrieval build`)")
+    p.add_argument("--clip", default=None, type=input_dir("CLIP workdir"),
+                   help="a CLIP workdir: keep the sample it scores best against the prompt")
     p.add_argument("--out", required=True, help="the grid PNG; images and a settings JSON go beside it")
 
     _command(sub, "caption", "describe an image", _caption, False, "--image")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from cm3jax.cli.common import add_config_argument
+from cm3jax.cli.common import add_config_argument, input_file
 from cm3jax.errors import UserError
 from cm3jax.shapes.world import SPLITS
 
+SCENES, IMAGES = input_file("scenes file (JSONL)"), input_file("images file (.npz)")
 WORLD_KEYS = ("num_train", "num_eval", "num_novel", "num_emblems_unseen", "num_memory", "seed", "resolution")
 
 
@@ -89,14 +90,14 @@ def add_parsers(sub) -> None:
     p.set_defaults(run=_sample)
 
     p = commands.add_parser("render", help="render scenes to an .npz of uint8 images")
-    p.add_argument("--scenes", required=True)
+    p.add_argument("--scenes", required=True, type=SCENES)
     p.add_argument("--out", required=True)
     p.add_argument("--resolution", type=int, default=None, help="default: each scene's own")
     p.set_defaults(run=_render)
 
     p = commands.add_parser("score", help="score images against the scenes they should show")
-    p.add_argument("--scenes", required=True)
-    p.add_argument("--images", required=True)
+    p.add_argument("--scenes", required=True, type=SCENES)
+    p.add_argument("--images", required=True, type=IMAGES)
     p.add_argument("--json", default=None, help="also write the accuracies here")
     p.set_defaults(run=_score)
 
@@ -110,8 +111,9 @@ def add_parsers(sub) -> None:
     p.set_defaults(run=_make)
 
     p = commands.add_parser("preview", help="draw a captioned grid PNG of scenes (or of given images)")
-    p.add_argument("--scenes", required=True)
-    p.add_argument("--images", default=None, help="show these images instead, marked OK/MISS by the scorer")
+    p.add_argument("--scenes", required=True, type=SCENES)
+    p.add_argument("--images", default=None, type=IMAGES,
+                   help="show these images instead, marked OK/MISS by the scorer")
     p.add_argument("--out", required=True)
     p.add_argument("--columns", type=int, default=8)
     p.add_argument("--max", type=int, default=64)

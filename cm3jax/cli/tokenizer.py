@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cm3jax.cli.common import add_config_argument, print_json
+from cm3jax.cli.common import add_config_argument, input_dir, input_file, print_json
 from cm3jax.errors import UserError
 
 
@@ -56,7 +56,8 @@ def add_parsers(sub) -> None:
     tokenizer = sub.add_parser("tokenizer", help="build the text and image tokenizers")
     commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)
     p = commands.add_parser("text", help="train the sentencepiece text tokenizer (byte fallback)")
-    p.add_argument("--corpus", default="shapes", help="a UTF-8 file with one sentence per line, or 'shapes'")
+    p.add_argument("--corpus", default="shapes", type=input_file("corpus file", ("shapes",)),
+                   help="a UTF-8 file with one sentence per line, or 'shapes'")
     p.add_argument("--shapes-scenes", type=int, default=20_000, help="training scenes whose texts form the corpus")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vocab-size", type=int, default=512)
@@ -71,8 +72,10 @@ def add_parsers(sub) -> None:
     p.set_defaults(run=_image)
 
     p = commands.add_parser("pretokenize", help="encode every image of a dataset into codes (ArrayRecord)")
-    p.add_argument("--source", required=True, help="a made Shapes dataset or a folder of images")
-    p.add_argument("--tokenizer", required=True, help="workdir of a trained image tokenizer")
+    p.add_argument("--source", required=True, type=input_dir("dataset or image folder"),
+                   help="a made Shapes dataset or a folder of images")
+    p.add_argument("--tokenizer", required=True, type=input_dir("image tokenizer workdir"),
+                   help="workdir of a trained image tokenizer")
     p.add_argument("--out", required=True)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--resolution", type=int, default=None, help="for image folders (default: the tokenizer's)")
@@ -80,7 +83,8 @@ def add_parsers(sub) -> None:
 
     p = commands.add_parser("convert-chameleon",
                             help="Chameleon's taming vqgan.ckpt -> safetensors (weights-only load; needs torch)")
-    p.add_argument("--ckpt", required=True)
+    p.add_argument("--ckpt", required=True, type=input_file("Chameleon tokenizer checkpoint"))
     p.add_argument("--out", required=True)
-    p.add_argument("--yaml", default=None, help="vqgan.yaml: also load the result into the Flax model to check it")
+    p.add_argument("--yaml", default=None, type=input_file("vqgan.yaml"),
+                   help="vqgan.yaml: also load the result into the Flax model to check it")
     p.set_defaults(run=_convert_chameleon)

@@ -30,6 +30,7 @@ from cm3jax.retrieval.index import MANIFEST as INDEX_MANIFEST
 from cm3jax.retrieval.retriever import Retriever
 from cm3jax.sampling.inference import TrainedDecoder
 from cm3jax.shapes.dataset import load_spec
+from cm3jax.paths import find_path
 
 SUITES = ("shapes",)
 SIZES = {"smoke": 4, "quick": 128, "full": 1068}
@@ -70,7 +71,8 @@ def find_retriever(bank_dir: str, index_dir: str | None) -> tuple[Retriever | No
                       "to retrieve for it anyway")
     bank_dir = os.path.abspath(bank_dir)
     beside = os.path.join(os.path.dirname(bank_dir), "index")
-    if INDEX_MANIFEST.exists(beside) and INDEX_MANIFEST.read(beside)["bank"]["path"] == bank_dir:
+    if (INDEX_MANIFEST.exists(beside)
+            and os.path.abspath(find_path(INDEX_MANIFEST.read(beside)["bank"], beside)) == bank_dir):
         return Retriever.load(beside), ""
     return None, (f"no index of its bank {bank_dir} was found beside it; pass --index DIR (build one with "
                   f"`cm3jax retrieval build --bank {bank_dir} --out DIR`)")

@@ -98,3 +98,12 @@ def codebook_features(embedding_KF) -> np.ndarray:
     centred = embedding_KF - embedding_KF.mean(axis=0)
     rms = np.sqrt(np.mean(np.sum(centred ** 2, axis=1)))
     return (centred / max(rms, 1e-12)).astype(np.float32)
+
+
+def pixel_features(looks_KHW3) -> np.ndarray:
+    """float32 [K, H * W * 4]: what each code draws (uint8 [K, H, W, 3]) as every pixel's RGB in
+    [-1, 1] and its squared length, so that a linear score of them can prefer any one colour at
+    each pixel (-|x - c|^2 = 2 c.x - |x|^2 - |c|^2); centred and scaled as `codebook_features`."""
+    x = np.asarray(looks_KHW3, np.float64) / 127.5 - 1.0
+    per_pixel = np.concatenate([x, np.sum(x * x, axis=-1, keepdims=True)], axis=-1)
+    return codebook_features(per_pixel.reshape(len(per_pixel), -1))

@@ -167,3 +167,14 @@ def encode_images(model: VQGAN, images_uint8_NHW3, batch_size: int = DEFAULT_BAT
 def decode_codes(model: VQGAN, codes_Nhw, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
     """uint8[N, H, W, 3]: the images of code grids."""
     return CodeDecoder(model, max(1, min(batch_size, len(codes_Nhw))))(codes_Nhw)
+
+
+def code_looks(model: VQGAN, grid: int = 8, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+    """uint8[K, f, f, 3]: what each code draws, the middle patch of a grid x grid field of that
+    code alone (f the downsampling factor)."""
+    config = model.config
+    grid = min(grid, config.grid_size())
+    codes_Khw = np.broadcast_to(np.arange(config.codebook_size, dtype=np.int32)[:, None, None],
+                                (config.codebook_size, grid, grid))
+    f, middle = config.downsample_factor, grid // 2 * config.downsample_factor
+    return decode_codes(model, codes_Khw, batch_size)[:, middle:middle + f, middle:middle + f]

@@ -10,6 +10,7 @@ from cm3jax.errors import UserError
 NORMS = ("layernorm", "rmsnorm")  # layernorm: no learnable affine (CM3Leon); rmsnorm: learnable scale (Chameleon)
 MLPS = ("gelu", "swiglu")
 POSITIONS = ("learned", "rope")
+IMAGE_CODE_SOURCES = ("codebook", "pixels")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,10 +38,13 @@ class DecoderConfig:
     # (DALL-E's image position embeddings; CM3Leon has none), for the image token ids
     # [image_id_start, image_id_end), which training fills in from the vocabulary
     image_positions: int = 0
-    # image_code_features = F > 0 also embeds and predicts each image token through its image
-    # tokenizer's codebook vector c (width F, frozen; training copies it in): embedding += c W_in,
-    # logit += h W_out c^T, so codes that look alike share what is learned about any of them
+    # image_code_features = F > 0 also embeds and predicts each image token through a fixed
+    # vector c of width F that training fills in from the image tokenizer: embedding += c W_in,
+    # logit += h W_out c^T, so codes that look alike share what is learned about any of them.
+    # image_code_source says which vector: "codebook", the code's codebook vector; "pixels", what
+    # the code draws, each pixel's RGB and squared length (a logit then scores each pixel's colour)
     image_code_features: int = 0
+    image_code_source: str = "codebook"
     image_id_start: int = 0
     image_id_end: int = 0
     dtype: str = "float32"  # activations and matmuls; parameters stay float32
@@ -48,7 +52,8 @@ class DecoderConfig:
     scan_layers: bool = False  # blocks stacked [L, ...] and run by one lax.scan: compiles one block, not L
 
     def __post_init__(self):
-        for name, allowed in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS)):
+        for name, allowed in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS),
+                              ("image_code_source", IMAGE_CODE_SOURCES)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"model.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")
         if self.head_dim is None and self.d_model % self.n_heads:
@@ -61,7 +66,7 @@ class DecoderConfig:
         if self.image_code_features < 0 or (self.image_code_features
                                             and not 0 <= self.image_id_start < self.image_id_end):
             raise UserError(f"model.image_code_features ({self.image_code_features}) must be 0 or the width of the image "
-                            f"tokenizer's codebook vectors, with image ids [{self.image_id_start}, "
+                            f"tokenizer's code vectors, with image ids [{self.image_id_start}, "
                             f"{self.image_id_end}) set from the vocabulary.")
         if self.positions == "rope" and self.head_size % 2:
             raise UserError(f"RoPE needs an even head size, got {self.head_size}.")

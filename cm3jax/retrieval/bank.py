@@ -37,6 +37,7 @@ from cm3jax.documents import DocumentCodec, ImageSegment, TextSegment
 from cm3jax.errors import UserError
 from cm3jax.fileio import built_aside
 from cm3jax.manifest import ManifestSpec, fingerprint, record_files
+from cm3jax.paths import find_path
 from cm3jax.shapes.dataset import data_source, load_spec, scene_of
 from cm3jax.vocab import MultimodalVocab
 
@@ -67,9 +68,12 @@ class Embedder(Protocol):
         """[N, D] keys of documents: text, image, or the normalised mean of both keys."""
 
 
-def load_embedder(record: dict) -> Embedder:
-    """The embedder a bank was built with, from its record {"factory": "module:qualname", "args": [...]}."""
-    factory, args = record.get("factory"), record.get("args", [])
+def load_embedder(record: dict, bank_dir: str | None = None) -> Embedder:
+    """The embedder a bank was built with, from its record {"factory": "module:qualname", "args": [...]};
+    an argument recorded as a path (`cm3jax.paths.record_path`) is found again from the bank's
+    directory."""
+    factory = record.get("factory")
+    args = [find_path(a, bank_dir) if isinstance(a, dict) else a for a in record.get("args", [])]
     if not isinstance(factory, str) or ":" not in factory:
         raise UserError(f"The bank's embedder record {record} names no factory ('module:callable'); rebuild the bank.")
     module_name, qualname = factory.split(":", 1)
@@ -143,6 +147,7 @@ class MemoryBank:
             raise UserError("The bank's document ids are not unique; every document needs its own id.")
         self._digests: list[bytes] | None = None
         self.fingerprint: str | None = None  # "sha256:..." of the saved files, once saved or loaded
+        self.directory: str | None = None  # where it was saved or loaded from
 
     def _check(self) -> None:
         n = len(self.ids)
@@ -236,7 +241,7 @@ class MemoryBank:
             with open(os.path.join(staging, DOCUMENTS_FILE), "w") as f:
                 json.dump({"ids": self.ids, "texts": self.texts}, f)
             written = MANIFEST.write(staging, self.manifest(record_files(staging)))
-        self.fingerprint = written["fingerprint"]
+        self.fingerprint, self.directory = written["fingerprint"], directory
         return written
 
     def manifest(self, files: dict) -> dict:
@@ -270,7 +275,7 @@ def load_bank(directory: str, vocab: MultimodalVocab | None = None) -> MemoryBan
                         f"{found['size']} x {found['dim']}; make the bank again with {MANIFEST.command(directory)}.")
     if vocab is not None:
         vocab.check_matches(bank.vocab, f"the memory bank {directory}")
-    bank.fingerprint = found["fingerprint"]
+    bank.fingerprint, bank.directory = found["fingerprint"], directory
     return bank
 
 

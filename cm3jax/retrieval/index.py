@@ -33,6 +33,7 @@ import scann
 from cm3jax.errors import UserError
 from cm3jax.fileio import built_aside
 from cm3jax.manifest import ManifestSpec, record_files
+from cm3jax.paths import find_path
 from cm3jax.retrieval import scann_kernels
 from cm3jax.retrieval.bank import MemoryBank, load_bank
 
@@ -271,8 +272,9 @@ def load_bank_of(manifest: dict, directory: str) -> MemoryBank:
     if not record:
         raise UserError(f"The index in {directory} names no memory bank; build it from one with "
                         f"`cm3jax retrieval build --bank BANK --out {directory}`.")
-    bank = load_bank(record["path"])
+    path = find_path(record, directory)
+    bank = load_bank(path)
     if bank.fingerprint != record["fingerprint"] or len(bank) != manifest["size"]:
-        raise UserError(f"The memory bank at {record['path']} changed since the index in {directory} was built "
-                        f"from it; rebuild the index (`cm3jax retrieval build --bank {record['path']}`).")
+        raise UserError(f"The memory bank at {path} changed since the index in {directory} was built "
+                        f"from it; rebuild the index (`cm3jax retrieval build --bank {path}`).")
     return bank

@@ -42,7 +42,7 @@ class Retriever:
         """The index in `index_dir`, refused unless its bank still holds the keys it indexes."""
         index, manifest = load_index(index_dir)
         bank = load_bank_of(manifest, index_dir)
-        return cls(index_dir, index, bank, load_embedder(bank.embedder_record))
+        return cls(index_dir, index, bank, load_embedder(bank.embedder_record, bank.directory))
 
     @property
     def image_resolution(self) -> int:

@@ -4,7 +4,6 @@ bank and neighbours a retrieval-augmented decoder reads."""
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import ml_collections
@@ -14,6 +13,7 @@ from cm3jax.data.tokenizers import load_codec
 from cm3jax.documents import DocumentCodec
 from cm3jax.errors import UserError
 from cm3jax.image_tokenizer.pretokenize import read_codes
+from cm3jax.paths import record_path
 from cm3jax.retrieval.bank import MANIFEST as BANK_MANIFEST
 from cm3jax.retrieval.bank import MemoryBank, ShapesBankOptions, build_shapes_bank, load_bank, load_embedder
 from cm3jax.retrieval.embedder import ClipEmbedder
@@ -36,9 +36,8 @@ def make_bank(clip_dir: str, shapes_dir: str, codes_dir: str, text_tokenizer: st
     tokenizers = {"text_tokenizer": text_tokenizer, "image_tokenizer": image_tokenizer}
     codec, _ = load_codec(ml_collections.ConfigDict({"data": tokenizers}))
     codes = read_codes(codes_dir, "memory", codec.vocab.image_fingerprint)
-    workdir = os.path.abspath(clip_dir)
-    record = {"factory": "cm3jax.retrieval.embedder:ClipEmbedder.load", "args": [workdir]}
-    bank = build_shapes_bank(shapes_dir, codes, codec, ClipEmbedder.load(workdir), embedder_record=record,
+    record = {"factory": "cm3jax.retrieval.embedder:ClipEmbedder.load", "args": [record_path(clip_dir, out)]}
+    bank = build_shapes_bank(shapes_dir, codes, codec, ClipEmbedder.load(clip_dir), embedder_record=record,
                              options=options.check(), batch_size=batch_size, progress=progress)
     return bank, bank.save(out)
 
@@ -48,7 +47,7 @@ def make_index(bank_dir: str, out: str, backend: str = "auto", params: ScannPara
     INDEX_MANIFEST.check_empty(out)
     bank = load_bank(bank_dir)
     index = build_index(bank.keys_ND, backend, params)
-    return index, save_index(index, out, bank={"path": os.path.abspath(bank_dir), "fingerprint": bank.fingerprint})
+    return index, save_index(index, out, bank={**record_path(bank_dir, out), "fingerprint": bank.fingerprint})
 
 
 def make_neighbours(index_dir: str, shapes_dir: str, splits: Sequence[str], out: str,
@@ -58,12 +57,12 @@ def make_neighbours(index_dir: str, shapes_dir: str, splits: Sequence[str], out:
     split, the number of examples and the mean number of documents found for each."""
     index, manifest = load_index(index_dir)
     bank = load_bank_of(manifest, index_dir)
-    embedder = load_embedder(bank.embedder_record)
+    embedder = load_embedder(bank.embedder_record, bank.directory)
     found = {}
     for split in splits:
         rows, settings = shapes_neighbours(bank, index, embedder, shapes_dir, split, options.check(), dropout, seed,
                                            progress)
-        save_neighbours(out, split, rows, manifest["bank"]["path"], bank, settings)
+        save_neighbours(out, split, rows, bank.directory, bank, settings)
         found[split] = {"examples": len(rows), "neighbours_per_example": float((rows >= 0).sum(1).mean())}
     return found
 

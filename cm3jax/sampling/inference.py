@@ -15,7 +15,7 @@ from flax import nnx
 from PIL import Image
 
 from cm3jax.checkpoints import Checkpoints, Json
-from cm3jax.config import decoder_config, from_json_dict
+from cm3jax.config import decoder_config, from_json_dict, with_found_paths
 from cm3jax.data.tokenizers import load_codec
 from cm3jax.documents import DocumentCodec, TextSegment
 from cm3jax.errors import UserError
@@ -44,7 +44,7 @@ class TrainedDecoder:
         checkpoints, step = Checkpoints.open_latest(workdir, "decoder", f"cm3jax train --workdir {workdir}")
         with checkpoints:
             saved = checkpoints.restore(step, {"config": Json(), "vocab": Json()})
-            config = from_json_dict(saved["config"])
+            config = with_found_paths(from_json_dict(saved["config"]), workdir)
             codec, image_model = load_codec(config)
             codec.vocab.check_matches(MultimodalVocab.from_json(saved["vocab"]), f"checkpoint {workdir}")
             model = checkpoints.restore_module(step, lambda: Decoder(decoder_config(config), nnx.Rngs(0)),

@@ -143,16 +143,19 @@ def _pixel_pair(value: Any, what: str) -> tuple[int, int]:
 def read_scenes(path: str) -> list[Scene]:
     """Reads a JSONL file of scenes; a bad line is reported with its line number."""
     scenes = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                scenes.append(Scene.from_json(json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise ShapesError(f"{path}:{number}: not valid JSON ({e.msg}).") from None
-            except ShapesError as e:
-                raise ShapesError(f"{path}:{number}: {e}") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    scenes.append(Scene.from_json(json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise ShapesError(f"{path}:{number}: not valid JSON ({e.msg}).") from None
+                except ShapesError as e:
+                    raise ShapesError(f"{path}:{number}: {e}") from None
+    except UnicodeDecodeError:
+        raise ShapesError(f"{path} is not a UTF-8 text file of scenes, one JSON object a line.") from None
     return scenes
 
 

@@ -23,7 +23,7 @@ from flax import nnx
 
 from cm3jax import training_loop
 from cm3jax.checkpoints import Checkpoints, Json
-from cm3jax.config import decoder_config
+from cm3jax.config import decoder_config, with_recorded_paths
 from cm3jax.data.pipeline import ObjectiveConfig, global_batch, make_pipeline
 from cm3jax.data.shapes_tasks import (JoinedSource, ShapesMixture, ThrowawayEmblemMix, shapes_document,
                                       throwaway_context)
@@ -32,8 +32,8 @@ from cm3jax.distributed import maybe_initialize
 from cm3jax.documents import DocumentCodec
 from cm3jax.errors import UserError
 from cm3jax.fileio import atomic_write_text
-from cm3jax.image_tokenizer.codebook import codebook_features
-from cm3jax.image_tokenizer.codec import encode_images
+from cm3jax.image_tokenizer.codebook import codebook_features, pixel_features
+from cm3jax.image_tokenizer.codec import code_looks, encode_images
 from cm3jax.image_tokenizer.report import save_loss_curves
 from cm3jax.model.config import DecoderConfig
 from cm3jax.model.decoder import Decoder
@@ -107,20 +107,26 @@ def _set_image_ids(config: ml_collections.ConfigDict, vocab: MultimodalVocab, to
     if model.get("image_positions", 0) and model.image_positions != vocab.image_tokens:
         raise UserError(f"model.image_positions is {model.image_positions} but the image tokenizer makes "
                         f"{vocab.image_tokens} tokens per image; set it to {vocab.image_tokens} (or 0).")
-    features = model.get("image_code_features", 0)
-    if features and features != tokenizer.config.embed_dim:
-        raise UserError(f"model.image_code_features is {features} but the image tokenizer's codebook vectors have "
-                        f"{tokenizer.config.embed_dim} dimensions; set it to {tokenizer.config.embed_dim} (or 0).")
+    features, source = model.get("image_code_features", 0), model.get("image_code_source", "codebook")
+    width = (tokenizer.config.embed_dim if source == "codebook" else tokenizer.config.downsample_factor ** 2 * 4)
+    if features and features != width:
+        raise UserError(f"model.image_code_features is {features} but the image tokenizer's code vectors "
+                        f"(image_code_source {source!r}) have {width} dimensions; set it to {width} (or 0).")
     if model.get("image_positions", 0) or features:
         model.image_id_start, model.image_id_end = vocab.image_offset, vocab.size
 
 
-def with_codebook(params, config: ml_collections.ConfigDict, tokenizer):
-    """A fresh model's parameters with the image tokenizer's codebook copied into `image_codes`."""
+def with_code_vectors(params, config: ml_collections.ConfigDict, tokenizer):
+    """A fresh model's parameters with the image tokenizer's code vectors (`image_code_source`)
+    copied into `image_codes`."""
     if not config.model.get("image_code_features", 0):
         return params
+    if config.model.get("image_code_source", "codebook") == "codebook":
+        vectors = codebook_features(tokenizer.quantize.embedding[...])
+    else:
+        vectors = pixel_features(code_looks(tokenizer))
     codes = params["image_codes"]
-    codes[...] = jax.device_put(codebook_features(tokenizer.quantize.embedding[...]), codes[...].sharding)
+    codes[...] = jax.device_put(vectors, codes[...].sharding)
     return params
 
 
@@ -161,7 +167,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
     primary = jax.process_index() == 0  # the one process that writes logs and pictures
     with mesh_context(mesh):
         with Checkpoints(workdir, keep=config.checkpoint.keep) as checkpoints:
-            params = with_codebook(init_params(), config, image_tokenizer)
+            params = with_code_vectors(init_params(), config, image_tokenizer)
             opt_state = jax.jit(tx.init)(params)
             opt_state = jax.device_put(opt_state, optimizer_shardings(tx, opt_state, param_shardings, mesh))
             start = checkpoints.latest_step() or 0
@@ -179,7 +185,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
 
             def save(at_step: int, carry) -> None:
                 checkpoints.save(at_step, {"params": carry[0], "opt_state": carry[1], "data": Json(data.get_state()),
-                                           "config": Json(config.to_dict()), "vocab": Json(codec.vocab.to_json())})
+                                           "config": Json(with_recorded_paths(config, workdir)),
+                                           "vocab": Json(codec.vocab.to_json())})
 
             logger = MetricLogger(workdir, start, total_steps, config.train.log_every, primary)
             schedule = training_loop.Schedule(

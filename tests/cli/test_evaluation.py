@@ -12,8 +12,8 @@ from cm3jax import cli
     (["--split", "train"], "not 'train'"),
     (["--suite", "coco"], "Unknown suite 'coco'"),
 ])
-def test_bad_requests_are_refused_before_anything_loads(arguments, message, capsys):
-    assert cli.main(["eval", "--checkpoint", "/nonexistent/run", *arguments]) == 2
+def test_bad_requests_are_refused_before_anything_loads(arguments, message, capsys, tmp_path):
+    assert cli.main(["eval", "--checkpoint", str(tmp_path), *arguments]) == 2
     assert message in capsys.readouterr().err
 
 

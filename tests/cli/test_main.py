@@ -57,3 +57,16 @@ def test_only_the_measured_commands_restart(monkeypatch):
         with pytest.raises(SystemExit):
             cli.console_main()
     assert restarts == ["train"]
+
+
+def test_a_file_error_inside_the_library_is_one_line_naming_the_file(capsys, monkeypatch, tmp_path):
+    import cm3jax.shapes.scene
+    scenes = tmp_path / "scenes.jsonl"
+    scenes.write_text("")
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", "/run/scenes.jsonl")
+
+    monkeypatch.setattr(cm3jax.shapes.scene, "read_scenes", refused)
+    assert cli.main(["shapes", "render", "--scenes", str(scenes), "--out", str(tmp_path / "o.npz")]) == 2
+    assert capsys.readouterr().err == "cm3jax: error: /run/scenes.jsonl: Permission denied\n"

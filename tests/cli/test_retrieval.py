@@ -45,7 +45,8 @@ def _hits(stdout):
 def test_build_chooses_exact_for_a_small_bank_and_records_the_bank(exact_dir, bank_dir):
     index, manifest = load_index(exact_dir)
     assert manifest["backend"] == "exact" and index.size == 48
-    assert manifest["bank"] == {"path": os.path.abspath(bank_dir), "fingerprint": load_bank(bank_dir).fingerprint}
+    assert manifest["bank"] == {"path": os.path.abspath(bank_dir), "fingerprint": load_bank(bank_dir).fingerprint,
+                                "relative": os.path.relpath(bank_dir, exact_dir)}
 
 
 def test_query_by_text_prints_the_nearest_documents_and_draws_a_grid(exact_dir, bank_dir, tmp_path, capsys):
@@ -93,7 +94,7 @@ def test_scann_backend_and_selection_through_the_cli(bank_dir, tmp_path, capsys)
 
 
 def test_cli_errors_name_the_problem(exact_dir, bank_dir, tmp_path, capsys):
-    assert main(["retrieval", "query", "--index", str(tmp_path / "none"), "--text", "x"]) == 2
+    assert main(["retrieval", "query", "--index", str(tmp_path), "--text", "x"]) == 2
     assert "No retrieval index" in capsys.readouterr().err
     assert main(["retrieval", "query", "--index", exact_dir]) == 2
     assert "Give a query" in capsys.readouterr().err
@@ -101,8 +102,10 @@ def test_cli_errors_name_the_problem(exact_dir, bank_dir, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     assert main(["retrieval", "build", "--bank", str(tmp_path), "--out", str(tmp_path / "i")]) == 2
     assert "No memory bank" in capsys.readouterr().err
-    assert main(["retrieval", "bank", "--clip", "c", "--data", "d", "--codes", "c", "--text-tokenizer", "t",
-                 "--image-tokenizer", "v", "--out", exact_dir]) == 2
+    (tmp_path / "t.model").write_bytes(b"")
+    d = str(tmp_path)
+    assert main(["retrieval", "bank", "--clip", d, "--data", d, "--codes", d, "--text-tokenizer",
+                 str(tmp_path / "t.model"), "--image-tokenizer", d, "--out", exact_dir]) == 2
     assert "not empty" in capsys.readouterr().err
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cm3jax.image_tokenizer.codebook import (batch_usage_and_perplexity, code_bits_given_patch, code_histogram,
-                                             codebook_features, ema_entries, ema_update,
+                                             codebook_features, ema_entries, ema_update, pixel_features,
                                              restart_dead_codes, usage_and_perplexity)
 
 
@@ -117,3 +117,22 @@ def test_codebook_features_are_centred_unit_mean_square_and_keep_the_geometry():
     distances = lambda x: np.linalg.norm(x[:, None] - x[None], axis=-1)  # noqa: E731
     ratio = distances(features)[np.triu_indices(64, 1)] / distances(embedding)[np.triu_indices(64, 1)]
     np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)  # one scale for every distance
+
+
+def test_a_linear_score_of_pixel_features_prefers_any_one_look():
+    """Each pixel's RGB and squared length: -|x - c|^2 per pixel is linear in them, so for any
+    wanted look some weights rank exactly the codes that draw it first (gray between black and
+    white included, which a score linear in RGB alone could never prefer)."""
+    palette = np.array([[0, 0, 0], [255, 255, 255], [128, 128, 128], [220, 40, 40], [40, 80, 220]], np.uint8)
+    rng = np.random.default_rng(0)
+    looks = palette[rng.integers(0, len(palette), (200, 2, 2))]
+    looks[:5] = palette[2]  # five codes draw plain gray
+    features = pixel_features(looks)
+    assert features.shape == (200, 16) and features.dtype == np.float32
+    np.testing.assert_allclose(features.mean(0), 0.0, atol=1e-6)
+    for wanted in (0, 17, 123):
+        target = looks[wanted].astype(np.float64) / 127.5 - 1.0
+        weights = np.concatenate([2 * target, -np.ones(target.shape[:-1] + (1,))], axis=-1).ravel()
+        scores = features @ weights
+        best = np.flatnonzero(np.isclose(scores, scores.max()))
+        np.testing.assert_array_equal(best, np.flatnonzero((looks == looks[wanted]).all(axis=(1, 2, 3))))

@@ -4,7 +4,7 @@ import pytest
 from flax import nnx
 
 from cm3jax.errors import UserError
-from cm3jax.image_tokenizer.codec import CodeDecoder, ImageEncoder, decode_codes, encode_images, to_uint8
+from cm3jax.image_tokenizer.codec import CodeDecoder, ImageEncoder, code_looks, decode_codes, encode_images, to_uint8
 from cm3jax.image_tokenizer.model import VQGANConfig
 from cm3jax.image_tokenizer.preprocess import to_unit_range
 from tests.image_tokenizer.test_pretokenize import random_vqgan
@@ -75,3 +75,11 @@ def test_bad_inputs_are_user_errors(model, images):
         CodeDecoder(model).dispatch(np.full((1, 8, 8), -1))
     with pytest.raises(UserError, match="batch_size must be at least 1"):
         ImageEncoder(model, 0)
+
+
+def test_a_codes_look_is_the_middle_patch_of_a_field_of_it(model):
+    looks = code_looks(model)
+    assert looks.shape == (32, 2, 2, 3) and looks.dtype == np.uint8
+    fields = decode_codes(model, np.broadcast_to(np.array([0, 5, 31])[:, None, None], (3, 8, 8)))
+    np.testing.assert_array_equal(looks[[0, 5, 31]], fields[:, 8:10, 8:10])
+    np.testing.assert_array_equal(code_looks(model, grid=3)[7], decode_codes(model, np.full((1, 3, 3), 7))[0, 2:4, 2:4])

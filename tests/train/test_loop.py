@@ -102,10 +102,23 @@ def test_training_copies_the_codebook_into_the_model_and_never_changes_it(world,
                                   codebook_features(trained.image_model.quantize.embedding[...]))
 
 
-def test_image_code_features_other_than_the_codebooks_are_refused(world, tmp_path):
-    config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test",
-                         _overrides(world) + ["--config.model.image_code_features=16"])
-    with pytest.raises(UserError, match="codebook vectors have 8 dimensions; set it to 8"):
+def test_training_copies_what_each_code_draws_into_the_model(world, tmp_path):
+    from cm3jax.image_tokenizer.codebook import pixel_features
+    from cm3jax.image_tokenizer.codec import code_looks
+    from cm3jax.sampling.inference import TrainedDecoder
+    config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test", _overrides(world) + [
+        "--config.model.image_code_features=64", "--config.model.image_code_source=pixels"])
+    train(config, str(tmp_path / "run"), progress=False)
+    trained = TrainedDecoder.load(str(tmp_path / "run"))
+    np.testing.assert_array_equal(np.asarray(trained.model.image_codes[...]),
+                                  pixel_features(code_looks(trained.image_model)))
+
+
+@pytest.mark.parametrize("source, width", [("codebook", 8), ("pixels", 64)])
+def test_image_code_features_other_than_the_code_vectors_are_refused(world, tmp_path, source, width):
+    config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test", _overrides(world) + [
+        "--config.model.image_code_features=16", f"--config.model.image_code_source={source}"])
+    with pytest.raises(UserError, match=f"'{source}'\\) have {width} dimensions; set it to {width}"):
         train(config, str(tmp_path / "run"), progress=False)
     assert not (tmp_path / "run").exists()
 
