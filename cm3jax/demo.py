@@ -1,7 +1,7 @@
 """The main job on the embedded default: every stage on the Shapes world, each skipped when
 its output is already there (so an interrupted demo resumes).
 
-    cm3jax demo --workdir runs/demo [--variant test]
+    cm3jax demo --workdir runs/demo [--profile quick]
 
 1. make the Shapes datasets; 2. train the text tokenizer; 3. train the VQ-GAN image
 tokenizer; 4. pretokenize every image; 5. train the retriever's CLIP; 6. embed the memory
@@ -11,16 +11,24 @@ image and image -> text); 10. score it with the evaluation suite (`cm3jax eval`,
 text -> image with 0, 1 and 2 retrieved documents, the unseen emblems (only a copy from a
 retrieved document can draw them), the guidance and decoding sweeps, captions and infilling.
 WORKDIR/report.html shows the scores and every picture; WORKDIR/eval/report.html the suite's.
+
+Profiles: `default`, the run the results are reported from; `quick`, every stage at toy size (a
+check of the whole pipeline in a few minutes). Before any work the run directory is checked:
+writable, enough free disk for the profile, made (if it exists) by this cm3jax version and
+profile (WORKDIR/demo.json), and not in use by another run (a lock).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
+from cm3jax import __version__
 from cm3jax.config import load_config
 from cm3jax.errors import UserError
+from cm3jax.fileio import atomic_write_text
 from cm3jax.eval.report import summary
 from cm3jax.eval.suite import RESULTS_JSON as EVAL_RESULTS
 from cm3jax.eval.suite import run_suite
@@ -41,12 +49,20 @@ from cm3jax.shapes.dataset import MANIFEST as SHAPES_MANIFEST
 from cm3jax.shapes.dataset import WorldSpec, make
 from cm3jax.text_tokenizer import train_text_tokenizer
 from cm3jax.train.loop import RESULTS_JSON, train
+from cm3jax.workdir_lock import lock_path, workdir_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = {  # demo variant -> (world, VQ-GAN, CLIP, decoder) config variants and the suite's size
+PROFILES = {  # demo profile -> (world, VQ-GAN, CLIP, decoder) config variants and the suite's size
     "default": ("default", "demo", "default", "retrieval", "quick"),
-    "test": ("tiny", "tiny", "tiny", "test_retrieval", "smoke"),
+    "quick": ("tiny", "tiny", "tiny", "test_retrieval", "smoke"),
 }
+# Disk a finished run takes, with room to spare (measured: default 63 MB before the decoder, about
+# 130 MB in all; quick under 20 MB).
+DISK_NEEDED = {"default": 400 << 20, "quick": 100 << 20}
+RUN_RECORD = "demo.json"
+STAGE_DIRS = dict(shapes="shapes", text="text.model", vqgan="vqgan", codes="codes", clip="clip", bank="bank",
+                  index="index", neighbours="neighbours", decoder="decoder", eval="eval")
+OTHER_FILES = {RUN_RECORD, "report.html", os.path.basename(lock_path(""))}
 # CM3Leon skips documents scoring above 0.9 against the query as near copies of it. This CLIP
 # scores a caption against its own picture at ~0.97, so 0.9 would skip every document showing
 # what a caption asks for (an emblem's, above all); the query's own document is excluded by id.
@@ -84,13 +100,52 @@ def _evaluated(eval_dir: str, decoder_dir: str) -> bool:
                 and all(e["status"] != "error" for e in results["tasks"].values()))
 
 
-def run_demo(workdir: str, variant: str = "default") -> dict:
-    if variant not in VARIANTS:
-        raise UserError(f"Unknown demo variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
-    world_variant, vq_variant, clip_variant, decoder_variant, suite_size = VARIANTS[variant]
-    paths = {k: os.path.join(workdir, v) for k, v in
-             dict(shapes="shapes", text="text.model", vqgan="vqgan", codes="codes", clip="clip", bank="bank",
-                  index="index", neighbours="neighbours", decoder="decoder", eval="eval").items()}
+def run_demo(workdir: str, profile: str = "default") -> dict:
+    if profile not in PROFILES:
+        raise UserError(f"Unknown demo profile {profile!r}; choose one of {', '.join(PROFILES)}.")
+    check_workdir(workdir, profile)
+    with workdir_lock(workdir, f"cm3jax demo --workdir {workdir} --profile {profile}"):
+        _claim(workdir, profile)
+        return _run_stages(workdir, profile)
+
+
+def check_workdir(workdir: str, profile: str) -> None:
+    """Refuses, before any work, a run directory this run cannot use, naming the fix."""
+    existing = workdir
+    while not os.path.exists(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing):
+        raise UserError(f"{existing} is a file; give --workdir a directory.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{existing} is not writable by this user; give --workdir a directory you can write.")
+    record = _read(os.path.join(workdir, RUN_RECORD))
+    if record is not None and (record.get("profile"), record.get("cm3jax")) != (profile, __version__):
+        raise UserError(f"{workdir} holds a demo run of profile {record.get('profile')!r} made by cm3jax "
+                        f"{record.get('cm3jax')}, not profile {profile!r} of cm3jax {__version__}; use another "
+                        f"--workdir, or delete {workdir} to start over.")
+    strangers = set(os.listdir(workdir)) - set(STAGE_DIRS.values()) - OTHER_FILES if os.path.isdir(workdir) else ()
+    if record is None and strangers:
+        raise UserError(f"{workdir} holds other things than a demo run ({', '.join(sorted(strangers)[:3])}); "
+                        f"use another --workdir.")
+    free, needed = shutil.disk_usage(existing).free, DISK_NEEDED[profile] - _size(workdir)
+    if free < needed:
+        raise UserError(f"The {profile} demo needs about {needed / 2 ** 20:.0f} MB more disk but {existing} has "
+                        f"{free / 2 ** 20:.0f} MB free; free some space or use a --workdir on another disk.")
+
+
+def _size(directory: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(directory) for name in names)
+
+
+def _claim(workdir: str, profile: str) -> None:
+    path = os.path.join(workdir, RUN_RECORD)
+    if not os.path.exists(path):
+        atomic_write_text(path, json.dumps({"profile": profile, "cm3jax": __version__}) + "\n")
+
+
+def _run_stages(workdir: str, profile: str) -> dict:
+    world_variant, vq_variant, clip_variant, decoder_variant, suite_size = PROFILES[profile]
+    paths = {k: os.path.join(workdir, v) for k, v in STAGE_DIRS.items()}
     world = load_config(f"{ROOT}/experiments/shapes_world.py:{world_variant}").world
     vq_config = load_config(f"{ROOT}/tokenizers/vqgan_shapes.py:{vq_variant}")
     clip_config = load_config(f"{ROOT}/retrieval/clip_shapes.py:{clip_variant}",

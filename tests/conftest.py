@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory, worker_id):
-    """(workdir, results) of `cm3jax demo --variant test`. Under xdist the workers share one: the
+    """(workdir, results) of `cm3jax demo --profile quick`. Under xdist the workers share one: the
     first to get the lock makes it, the others resume it (every stage already done)."""
     from filelock import FileLock
 
@@ -19,5 +19,5 @@ def demo(tmp_path_factory, worker_id):
     root = base if worker_id == "master" else base.parent  # the parent is this run's, shared by its workers
     workdir = root / "demo"
     with FileLock(str(root / "demo.lock")):
-        results = run_demo(str(workdir), "test")
+        results = run_demo(str(workdir), "quick")
     return workdir, results

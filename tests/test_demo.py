@@ -2,6 +2,7 @@
 looks at, and a second run resumes instead of redoing the work; then the inference commands
 run on the checkpoint it trained."""
 
+import contextlib
 import json
 import re
 
@@ -30,7 +31,7 @@ def test_demo_runs_every_stage_and_resumes(demo, capsys):
     assert all((workdir / p).exists() for p in pictures) and "emblems: first document is the emblem" in report
     assert (workdir / "eval" / "report.html").exists()
     capsys.readouterr()
-    run_demo(str(workdir), "test")
+    run_demo(str(workdir), "quick")
     assert capsys.readouterr().out.count("already done") == 10
 
 
@@ -139,3 +140,47 @@ def test_a_moved_run_loads_from_another_working_directory(demo, tmp_path, monkey
     assert main(["generate", "--checkpoint", str(moved / "decoder"), "--prompt", "the flag of vexland",
                  "--samples", "1", "--retrieve", "1", "--index", str(moved / "index"), "--out", str(out)]) == 0
     assert json.loads((tmp_path / "grid.json").read_text())["retrieved"]
+
+
+def test_a_run_of_another_profile_or_version_is_refused_before_any_work(demo, tmp_path):
+    from cm3jax.errors import UserError
+    workdir, _ = demo
+    assert json.loads((workdir / "demo.json").read_text())["profile"] == "quick"
+    with pytest.raises(UserError, match="holds a demo run of profile 'quick'.*not profile 'default'"):
+        run_demo(str(workdir), "default")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "demo.json").write_text(json.dumps({"profile": "quick", "cm3jax": "0.0.1"}))
+    with pytest.raises(UserError, match="made by cm3jax 0.0.1"):
+        run_demo(str(old), "quick")
+    assert sorted(p.name for p in old.iterdir()) == ["demo.json"]
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("file", "is a file; give --workdir a directory"),
+    ("strangers", "holds other things than a demo run \\(notes.txt\\)"),
+    ("full disk", "The quick demo needs about 100 MB more disk but .* has 1 MB free"),
+    ("in use", "is in use by another run"),
+])
+def test_a_bad_run_directory_is_refused_before_any_work(tmp_path, monkeypatch, setup, message):
+    import shutil
+    from collections import namedtuple
+
+    from cm3jax.errors import UserError
+    from cm3jax.workdir_lock import workdir_lock
+    workdir = tmp_path / "run"
+    if setup == "file":
+        tmp_path.joinpath("file").write_text("")
+        workdir = tmp_path / "file" / "run"
+    elif setup == "strangers":
+        workdir.mkdir()
+        (workdir / "notes.txt").write_text("")
+    elif setup == "full disk":
+        usage = namedtuple("usage", "total used free")
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, (1 << 30) - (1 << 20), 1 << 20))
+    with contextlib.ExitStack() as stack:
+        if setup == "in use":
+            stack.enter_context(workdir_lock(str(workdir), "cm3jax train --workdir run"))
+        with pytest.raises(UserError, match=message):
+            run_demo(str(workdir), "quick")
+    assert not (workdir / "shapes").exists() and not (workdir / "demo.json").exists()

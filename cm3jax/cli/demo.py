@@ -5,11 +5,12 @@ from __future__ import annotations
 
 def _demo(args, overrides) -> None:
     from cm3jax.demo import run_demo
-    run_demo(args.workdir, args.variant)
+    run_demo(args.workdir, args.profile)
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("demo", help="the main job: every stage on the Shapes world, resumable")
     p.add_argument("--workdir", default="runs/demo")
-    p.add_argument("--variant", choices=("default", "test"), default="default", help="test: seconds, for CI")
+    p.add_argument("--profile", choices=("default", "quick"), default="default",
+                   help="default: the reported run; quick: every stage at toy size, in minutes")
     p.set_defaults(run=_demo)

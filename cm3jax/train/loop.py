@@ -46,6 +46,7 @@ from cm3jax.train.optimizer import make_optimizer
 from cm3jax.train.step import jit_train_step, loss_and_metrics, optimizer_shardings
 from cm3jax.training_loop import Stopped
 from cm3jax.vocab import MultimodalVocab
+from cm3jax.workdir_lock import workdir_lock
 
 __all__ = ["Stopped", "train", "eval_nll", "check_config", "mesh_shape"]
 
@@ -150,9 +151,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.vocab_size = codec.vocab.padded_size
     _set_image_ids(config, codec.vocab, image_tokenizer)
-    model_config = decoder_config(config)
     mesh = make_mesh(mesh_shape(config))
-    os.makedirs(workdir, exist_ok=True)
+    with workdir_lock(workdir, f"cm3jax train --workdir {workdir}", jax.process_index()):
+        return _train(config, workdir, codec, image_tokenizer, mesh, stop_at_step, progress)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, codec: DocumentCodec, image_tokenizer, mesh,
+           stop_at_step: int | None, progress: bool) -> dict[str, Any]:
+    model_config = decoder_config(config)
     total_steps = config.train.steps
     tx, learning_rate = make_optimizer(config.train, total_steps)
 
