@@ -23,6 +23,7 @@ from ml_collections import config_flags
 from cm3jax.errors import UserError
 from cm3jax.model.config import DecoderConfig
 from cm3jax.paths import find_path, record_path
+from cm3jax.recipes import recipe_path
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -48,7 +49,9 @@ def _parse(argv: list[str]) -> ml_collections.ConfigDict:
 
 def load_config(config_arg: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """Loads `path.py[:variant]` and applies `--config.key=value` overrides (locked config)."""
-    path = config_arg.split(":", 1)[0]
+    path, _, variant = config_arg.partition(":")
+    path = recipe_path(path)
+    config_arg = f"{path}:{variant}" if variant else path
     if not os.path.isfile(path):
         raise UserError(f"No config file at {path!r}; pass --config experiments/NAME.py[:VARIANT].")
     overrides = list(overrides)

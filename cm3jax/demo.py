@@ -28,6 +28,7 @@ import time
 from cm3jax import __version__
 from cm3jax.config import load_config
 from cm3jax.errors import UserError
+from cm3jax.recipes import packaged_recipe
 from cm3jax.fileio import atomic_write_text
 from cm3jax.eval.report import summary
 from cm3jax.eval.suite import RESULTS_JSON as EVAL_RESULTS
@@ -51,7 +52,6 @@ from cm3jax.text_tokenizer import train_text_tokenizer
 from cm3jax.train.loop import RESULTS_JSON, train
 from cm3jax.workdir_lock import lock_path, workdir_lock
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROFILES = {  # demo profile -> (world, VQ-GAN, CLIP, decoder) config variants and the suite's size
     "default": ("default", "demo", "default", "retrieval", "quick"),
     "quick": ("tiny", "tiny", "tiny", "test_retrieval", "smoke"),
@@ -143,18 +143,33 @@ def _claim(workdir: str, profile: str) -> None:
         atomic_write_text(path, json.dumps({"profile": profile, "cm3jax": __version__}) + "\n")
 
 
-def _run_stages(workdir: str, profile: str) -> dict:
+def demo_configs(workdir: str, profile: str) -> dict:
+    """The configs of the demo's stages for a run in `workdir` (world, vqgan, clip, decoder), from
+    the shipped recipes, and the evaluation suite's size."""
     world_variant, vq_variant, clip_variant, decoder_variant, suite_size = PROFILES[profile]
     paths = {k: os.path.join(workdir, v) for k, v in STAGE_DIRS.items()}
-    world = load_config(f"{ROOT}/experiments/shapes_world.py:{world_variant}").world
-    vq_config = load_config(f"{ROOT}/tokenizers/vqgan_shapes.py:{vq_variant}")
-    clip_config = load_config(f"{ROOT}/retrieval/clip_shapes.py:{clip_variant}",
-                              [f"--config.data.shapes_dir={paths['shapes']}",
-                               f"--config.data.text_tokenizer={paths['text']}"])
-    decoder_config = load_config(f"{ROOT}/experiments/shapes_tiny.py:{decoder_variant}", [
-        f"--config.data.shapes_dir={paths['shapes']}", f"--config.data.codes_dir={paths['codes']}",
-        f"--config.data.text_tokenizer={paths['text']}", f"--config.data.image_tokenizer={paths['vqgan']}",
-        f"--config.data.retrieval_bank={paths['bank']}", f"--config.data.neighbours={paths['neighbours']}"])
+
+    def recipe(name: str, variant: str, overrides=()):
+        return load_config(f"{packaged_recipe(name)}:{variant}", overrides)
+
+    return {
+        "world": recipe("experiments/shapes_world.py", world_variant).world,
+        "vqgan": recipe("tokenizers/vqgan_shapes.py", vq_variant),
+        "clip": recipe("retrieval/clip_shapes.py", clip_variant, [f"--config.data.shapes_dir={paths['shapes']}",
+                                                                   f"--config.data.text_tokenizer={paths['text']}"]),
+        "decoder": recipe("experiments/shapes_tiny.py", decoder_variant, [
+            f"--config.data.shapes_dir={paths['shapes']}", f"--config.data.codes_dir={paths['codes']}",
+            f"--config.data.text_tokenizer={paths['text']}", f"--config.data.image_tokenizer={paths['vqgan']}",
+            f"--config.data.retrieval_bank={paths['bank']}", f"--config.data.neighbours={paths['neighbours']}"]),
+        "suite_size": suite_size,
+    }
+
+
+def _run_stages(workdir: str, profile: str) -> dict:
+    paths = {k: os.path.join(workdir, v) for k, v in STAGE_DIRS.items()}
+    configs = demo_configs(workdir, profile)
+    world, vq_config, clip_config, decoder_config, suite_size = (
+        configs[k] for k in ("world", "vqgan", "clip", "decoder", "suite_size"))
 
     timings = {
         "shapes": _stage("make the Shapes world", SHAPES_MANIFEST.exists(paths["shapes"]),
