@@ -24,3 +24,15 @@ def test_one_process_in_the_environment_is_single_process(monkeypatch):
     monkeypatch.setenv("JAX_NUM_PROCESSES", "1")
     assert maybe_initialize(ml_collections.ConfigDict({"distributed": {}})) is False
     assert not jax.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("workers, starts", [("", False), ("t1v-0", False), ("t1v-0,t1v-1,t1v-2,t1v-3", True)])
+def test_a_multi_host_tpu_slice_initialises_from_its_environment(workers, starts, monkeypatch):
+    """Every worker of a TPU slice runs the same command: no coordinator or id is given, JAX's
+    own TPU cluster detection supplies them."""
+    calls = []
+    monkeypatch.delenv("JAX_NUM_PROCESSES", raising=False)
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", workers)
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
+    assert maybe_initialize(ml_collections.ConfigDict({"distributed": {}})) is starts
+    assert calls == ([((), {})] if starts else [])
