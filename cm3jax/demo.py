@@ -20,10 +20,13 @@ profile (WORKDIR/demo.json), and not in use by another run (a lock).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import time
+from typing import Any, Callable
 
 from cm3jax import __version__
 from cm3jax.config import load_config
@@ -41,6 +44,7 @@ from cm3jax.report import write_report
 from cm3jax.retrieval.clip_train import EVAL_JSON
 from cm3jax.retrieval.clip_train import train as train_clip
 from cm3jax.retrieval.bank import MANIFEST as BANK_MANIFEST
+from cm3jax.retrieval.bank import ShapesBankOptions
 from cm3jax.retrieval.index import MANIFEST as INDEX_MANIFEST
 from cm3jax.retrieval.neighbours import MANIFEST as NEIGHBOURS_MANIFEST
 from cm3jax.retrieval.select import SelectionOptions
@@ -60,6 +64,7 @@ PROFILES = {  # demo profile -> (world, VQ-GAN, CLIP, decoder) config variants a
 # 130 MB in all; quick under 20 MB).
 DISK_NEEDED = {"default": 400 << 20, "quick": 100 << 20}
 RUN_RECORD = "demo.json"
+TEXT_VOCAB = 512
 STAGE_DIRS = dict(shapes="shapes", text="text.model", vqgan="vqgan", codes="codes", clip="clip", bank="bank",
                   index="index", neighbours="neighbours", decoder="decoder", eval="eval")
 OTHER_FILES = {RUN_RECORD, "report.html", os.path.basename(lock_path(""))}
@@ -69,16 +74,63 @@ OTHER_FILES = {RUN_RECORD, "report.html", os.path.basename(lock_path(""))}
 SELECTION = SelectionOptions(k=2, candidates=32, max_relevance=None)
 
 
-def _stage(name: str, done: bool, run) -> float:
-    if done:
-        print(f"[demo] {name}: already done")
-        return 0.0
-    print(f"[demo] {name} ...")
-    start = time.perf_counter()
-    run()
-    seconds = time.perf_counter() - start
-    print(f"[demo] {name}: {seconds:.0f} s")
-    return seconds
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    key: str
+    label: str
+    settings: Any  # what its output depends on beyond the stages before it (JSON-able)
+    output: str  # removed before the stage runs again
+    done: Callable[[], bool]
+    run: Callable[[], Any]
+
+
+def _fingerprint(before: str, stage: Stage, workdir: str) -> str:
+    """A stage's hash: its settings (paths inside the run written relative to it, so a moved run
+    keeps its hashes) chained to the hash of the stage before it."""
+    said = json.dumps([before, stage.key, stage.settings], sort_keys=True, default=str)
+    said = said.replace(json.dumps(os.path.abspath(workdir))[1:-1], "<run>").replace(json.dumps(workdir)[1:-1],
+                                                                                      "<run>")
+    return hashlib.sha256(said.encode()).hexdigest()[:16]
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def run_stages(workdir: str, stages: list[Stage]) -> dict[str, float]:
+    """Runs each stage unless it is done with the settings and inputs it has now; one whose hash
+    changed runs again from scratch, and once one stage runs every stage after it runs too (its
+    inputs are new). An interrupted stage resumes. Returns each stage's seconds (0: skipped)."""
+    record_path = os.path.join(workdir, RUN_RECORD)
+    record = _read(record_path) or {}
+    hashes = record.setdefault("stages", {})
+    timings, before, ran = {}, "", False
+    for stage in stages:
+        before = _fingerprint(before, stage, workdir)
+        saved = hashes.get(stage.key)
+        changed = saved is not None and saved["hash"] != before
+        if not (ran or changed) and stage.done() and (saved is None or saved["done"]):
+            print(f"[demo] {stage.label}: already done")
+            hashes[stage.key] = {"hash": before, "done": True}
+            timings[stage.key] = 0.0
+            continue
+        if changed or (ran and stage.done()):
+            why = "its settings or an earlier stage's changed" if changed else "an earlier stage ran again"
+            print(f"[demo] {stage.label}: {why}; running it again")
+            _remove(stage.output)
+        hashes[stage.key] = {"hash": before, "done": False}
+        atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+        print(f"[demo] {stage.label} ...")
+        start = time.perf_counter()
+        stage.run()
+        timings[stage.key] = time.perf_counter() - start
+        print(f"[demo] {stage.label}: {timings[stage.key]:.0f} s")
+        hashes[stage.key]["done"], ran = True, True
+    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+    return timings
 
 
 def _neighbours_done(directory: str) -> bool:
@@ -171,31 +223,38 @@ def _run_stages(workdir: str, profile: str) -> dict:
     world, vq_config, clip_config, decoder_config, suite_size = (
         configs[k] for k in ("world", "vqgan", "clip", "decoder", "suite_size"))
 
-    timings = {
-        "shapes": _stage("make the Shapes world", SHAPES_MANIFEST.exists(paths["shapes"]),
-                         lambda: make(paths["shapes"], WorldSpec(**world))),
-        "text_tokenizer": _stage("train the text tokenizer", os.path.exists(paths["text"]),
-                                 lambda: train_text_tokenizer(shapes_corpus(world.num_train), 512).save(paths["text"])),
-        "image_tokenizer": _stage("train the VQ-GAN", latest_step(paths["vqgan"]) == vq_config.training.steps,
-                                  lambda: train_image_tokenizer(vq_config, paths["vqgan"])),
-        "pretokenize": _stage("pretokenize every image", CODES_MANIFEST.exists(paths["codes"]),
-                              lambda: pretokenize(paths["shapes"], paths["codes"], load_tokenizer(paths["vqgan"])[0])),
-        "clip": _stage("train the retriever's CLIP", os.path.exists(os.path.join(paths["clip"], EVAL_JSON)),
-                       lambda: train_clip(clip_config, paths["clip"])),
-        "bank": _stage("embed the memory bank", BANK_MANIFEST.exists(paths["bank"]),
-                       lambda: make_bank(paths["clip"], paths["shapes"], paths["codes"], paths["text"], paths["vqgan"],
-                                         paths["bank"])),
-        "index": _stage("index the memory bank", INDEX_MANIFEST.exists(paths["index"]),
-                        lambda: make_index(paths["bank"], paths["index"])),
-        "neighbours": _stage("retrieve every example's neighbours", _neighbours_done(paths["neighbours"]),
-                             lambda: make_neighbours(paths["index"], paths["shapes"], SPLITS,
-                                                     paths["neighbours"], SELECTION)),
-        "decoder": _stage("train the decoder", _read(os.path.join(paths["decoder"], RESULTS_JSON)) is not None,
-                          lambda: train(decoder_config, paths["decoder"])),
-        "evaluation": _stage(f"score the decoder on the evaluation suite ({suite_size})",
-                             _evaluated(paths["eval"], paths["decoder"]),
-                             lambda: run_suite(paths["decoder"], suite_size, out=paths["eval"])),
-    }
+    stages = [
+        Stage("shapes", "make the Shapes world", world.to_dict(), paths["shapes"],
+              lambda: SHAPES_MANIFEST.exists(paths["shapes"]), lambda: make(paths["shapes"], WorldSpec(**world))),
+        Stage("text_tokenizer", "train the text tokenizer", {"vocab_size": TEXT_VOCAB}, paths["text"],
+              lambda: os.path.exists(paths["text"]),
+              lambda: train_text_tokenizer(shapes_corpus(world.num_train), TEXT_VOCAB).save(paths["text"])),
+        Stage("image_tokenizer", "train the VQ-GAN", vq_config.to_dict(), paths["vqgan"],
+              lambda: latest_step(paths["vqgan"]) == vq_config.training.steps,
+              lambda: train_image_tokenizer(vq_config, paths["vqgan"])),
+        Stage("pretokenize", "pretokenize every image", {}, paths["codes"],
+              lambda: CODES_MANIFEST.exists(paths["codes"]),
+              lambda: pretokenize(paths["shapes"], paths["codes"], load_tokenizer(paths["vqgan"])[0])),
+        Stage("clip", "train the retriever's CLIP", clip_config.to_dict(), paths["clip"],
+              lambda: os.path.exists(os.path.join(paths["clip"], EVAL_JSON)),
+              lambda: train_clip(clip_config, paths["clip"])),
+        Stage("bank", "embed the memory bank", dataclasses.asdict(ShapesBankOptions()), paths["bank"],
+              lambda: BANK_MANIFEST.exists(paths["bank"]),
+              lambda: make_bank(paths["clip"], paths["shapes"], paths["codes"], paths["text"], paths["vqgan"],
+                                paths["bank"])),
+        Stage("index", "index the memory bank", {}, paths["index"], lambda: INDEX_MANIFEST.exists(paths["index"]),
+              lambda: make_index(paths["bank"], paths["index"])),
+        Stage("neighbours", "retrieve every example's neighbours", dataclasses.asdict(SELECTION), paths["neighbours"],
+              lambda: _neighbours_done(paths["neighbours"]),
+              lambda: make_neighbours(paths["index"], paths["shapes"], SPLITS, paths["neighbours"], SELECTION)),
+        Stage("decoder", "train the decoder", decoder_config.to_dict(), paths["decoder"],
+              lambda: _read(os.path.join(paths["decoder"], RESULTS_JSON)) is not None,
+              lambda: train(decoder_config, paths["decoder"])),
+        Stage("evaluation", f"score the decoder on the evaluation suite ({suite_size})", suite_size, paths["eval"],
+              lambda: _evaluated(paths["eval"], paths["decoder"]),
+              lambda: run_suite(paths["decoder"], suite_size, out=paths["eval"])),
+    ]
+    timings = run_stages(workdir, stages)
     results = {"decoder": _read(os.path.join(paths["decoder"], RESULTS_JSON)),
                "retriever": _read(os.path.join(paths["clip"], EVAL_JSON)),
                "evaluation": _read(os.path.join(paths["eval"], EVAL_RESULTS)), "stage_seconds": timings}

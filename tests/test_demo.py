@@ -184,3 +184,29 @@ def test_a_bad_run_directory_is_refused_before_any_work(tmp_path, monkeypatch, s
         with pytest.raises(UserError, match=message):
             run_demo(str(workdir), "quick")
     assert not (workdir / "shapes").exists() and not (workdir / "demo.json").exists()
+
+
+def test_a_changed_middle_stage_reruns_with_only_the_stages_after_it(demo, tmp_path, monkeypatch, capsys):
+    import dataclasses
+    import shutil
+
+    import cm3jax.demo
+    workdir, _ = demo
+    copy = tmp_path / "copy"  # moved: the stages' hashes do not depend on where the run lies
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("*.lock"))
+    capsys.readouterr()
+    run_demo(str(copy), "quick")
+    assert capsys.readouterr().out.count("already done") == 10
+    monkeypatch.setattr(cm3jax.demo, "SELECTION", dataclasses.replace(cm3jax.demo.SELECTION, candidates=16))
+    before = (copy / "vqgan").stat().st_mtime_ns, (copy / "decoder" / "results.json").stat().st_mtime_ns
+    run_demo(str(copy), "quick")
+    out = capsys.readouterr().out
+    done = re.findall(r"\[demo\] (.+): already done", out)
+    assert done == ["make the Shapes world", "train the text tokenizer", "train the VQ-GAN", "pretokenize every image",
+                    "train the retriever's CLIP", "embed the memory bank", "index the memory bank"]
+    for stage in ("retrieve every example's neighbours", "train the decoder", "score the decoder"):
+        assert re.search(rf"{stage}[^\n]*: its settings or an earlier stage's changed; running it again", out), stage
+    after = (copy / "vqgan").stat().st_mtime_ns, (copy / "decoder" / "results.json").stat().st_mtime_ns
+    assert after[0] == before[0] and after[1] != before[1]
+    stages = json.loads((copy / "demo.json").read_text())["stages"]
+    assert all(stage["done"] for stage in stages.values()) and len(stages) == 10
