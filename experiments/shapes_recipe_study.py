@@ -90,6 +90,8 @@ RECIPES = {
     "pixel_features": Recipe("default plus image tokens embedded and predicted also through what each code draws "
                              "(every pixel's RGB and squared length), so a logit scores each pixel's colour",
                              "retrieval", (("model.image_code_features", 64), ("model.image_code_source", "pixels"))),
+    "lr_to_zero": Recipe("default with the learning rate decayed linearly to zero (not to a tenth of its peak)",
+                         "retrieval", (("train.end_lr_fraction", 0.0),)),
     "batch_8": Recipe("default with half the batch (8 x 256 tokens a step)", "retrieval", (("train.batch_size", 8),)),
     "depth_6": Recipe("default with 6 layers instead of 4", "retrieval", (("model.n_layers", 6),)),
     "codebook_features_100k": Recipe("codebook_features on 100,000 training scenes (the run's world has 10,000)",

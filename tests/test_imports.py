@@ -14,7 +14,8 @@ ROOT = pathlib.Path(cm3jax.__file__).parent
 # Lowest first. A module belongs to the first layer with a prefix matching its dotted name.
 LAYERS = (
     ("utilities", ("errors", "fileio", "manifest", "safetensors_io", "tfds_arrayrecord", "hostmem", "distributed",
-                   "run_log", "training_loop", "checkpoints", "sharding", "benchmarking")),
+                   "run_log", "training_loop", "checkpoints", "sharding", "benchmarking", "paths", "recipes",
+                   "workdir_lock")),
     ("world and vocabulary", ("shapes", "vocab", "text_tokenizer", "documents", "objectives")),
     ("tokenizers, model, data", ("image_tokenizer", "model", "data", "config")),
     ("train, retrieval, sampling", ("train", "retrieval", "sampling")),

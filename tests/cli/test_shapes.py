@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from cm3jax.cli import main
 from cm3jax.shapes.image_files import read_images, write_images
