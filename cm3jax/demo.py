@@ -1,5 +1,6 @@
-"""The main job on the embedded default: every stage on the Shapes world, each skipped when
-its output is already there (so an interrupted demo resumes).
+"""The main job on the embedded default: every stage on the Shapes world, each skipped when it
+finished with the settings and inputs it has now (so an interrupted demo resumes, and a changed
+stage reruns with the stages after it).
 
     cm3jax demo --workdir runs/demo [--profile quick]
 
@@ -31,15 +32,15 @@ from typing import Any, Callable
 from cm3jax import __version__
 from cm3jax.config import load_config
 from cm3jax.errors import UserError
-from cm3jax.recipes import packaged_recipe
-from cm3jax.fileio import atomic_write_text
 from cm3jax.eval.report import summary
 from cm3jax.eval.suite import RESULTS_JSON as EVAL_RESULTS
 from cm3jax.eval.suite import run_suite
+from cm3jax.fileio import atomic_write_text
 from cm3jax.image_tokenizer.checkpoints import latest_step, load_tokenizer
 from cm3jax.image_tokenizer.pretokenize import MANIFEST as CODES_MANIFEST
 from cm3jax.image_tokenizer.pretokenize import pretokenize
 from cm3jax.image_tokenizer.train import train as train_image_tokenizer
+from cm3jax.recipes import packaged_recipe
 from cm3jax.report import write_report
 from cm3jax.retrieval.clip_train import EVAL_JSON
 from cm3jax.retrieval.clip_train import train as train_clip
@@ -117,9 +118,10 @@ def run_stages(workdir: str, stages: list[Stage]) -> dict[str, float]:
             hashes[stage.key] = {"hash": before, "done": True}
             timings[stage.key] = 0.0
             continue
-        if changed or (ran and stage.done()):
-            why = "its settings or an earlier stage's changed" if changed else "an earlier stage ran again"
-            print(f"[demo] {stage.label}: {why}; running it again")
+        if changed or ran:  # never resume from, or keep, output made from other inputs
+            if os.path.exists(stage.output):
+                why = "its settings or an earlier stage's changed" if changed else "an earlier stage ran again"
+                print(f"[demo] {stage.label}: {why}; running it again")
             _remove(stage.output)
         hashes[stage.key] = {"hash": before, "done": False}
         atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
