@@ -201,7 +201,7 @@ def demo_configs(workdir: str, profile: str) -> dict:
     """The configs of the demo's stages for a run in `workdir` (world, vqgan, clip, decoder), from
     the shipped recipes, and the evaluation suite's size."""
     world_variant, vq_variant, clip_variant, decoder_variant, suite_size = PROFILES[profile]
-    paths = {k: os.path.join(workdir, v) for k, v in STAGE_DIRS.items()}
+    paths = _paths(workdir)
 
     def recipe(name: str, variant: str, overrides=()):
         return load_config(f"{packaged_recipe(name)}:{variant}", overrides)
@@ -219,8 +219,12 @@ def demo_configs(workdir: str, profile: str) -> dict:
     }
 
 
+def _paths(workdir: str) -> dict[str, str]:
+    return {k: os.path.join(workdir, v) for k, v in STAGE_DIRS.items()}
+
+
 def _run_stages(workdir: str, profile: str) -> dict:
-    paths = {k: os.path.join(workdir, v) for k, v in STAGE_DIRS.items()}
+    paths = _paths(workdir)
     configs = demo_configs(workdir, profile)
     world, vq_config, clip_config, decoder_config, suite_size = (
         configs[k] for k in ("world", "vqgan", "clip", "decoder", "suite_size"))

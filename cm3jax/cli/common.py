@@ -48,9 +48,8 @@ def input_dir(what: str) -> InputPath:
 
 
 def file_error_line(error: OSError) -> str:
-    """One line for a file the library could not open, naming it."""
-    reason = error.strerror or type(error).__name__
-    return f"{error.filename}: {reason}" if error.filename else str(error)
+    """One line for a file the library could not open, naming it (`error.filename` is set)."""
+    return f"{error.filename}: {error.strerror or type(error).__name__}"
 
 
 def add_config_argument(parser: argparse.ArgumentParser, default: str) -> None:

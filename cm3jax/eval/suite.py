@@ -25,12 +25,12 @@ from cm3jax.errors import UserError
 from cm3jax.eval import report
 from cm3jax.eval.shapes_tasks import TASKS, Context
 from cm3jax.fileio import atomic_write_text
+from cm3jax.paths import find_path
 from cm3jax.retrieval.embedder import ClipEmbedder
 from cm3jax.retrieval.index import MANIFEST as INDEX_MANIFEST
 from cm3jax.retrieval.retriever import Retriever
 from cm3jax.sampling.inference import TrainedDecoder
 from cm3jax.shapes.dataset import load_spec
-from cm3jax.paths import find_path
 
 SUITES = ("shapes",)
 SIZES = {"smoke": 4, "quick": 128, "full": 1068}

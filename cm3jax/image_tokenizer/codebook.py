@@ -100,8 +100,11 @@ def codebook_features(embedding_KF) -> np.ndarray:
     return (centred / max(rms, 1e-12)).astype(np.float32)
 
 
+PIXEL_FEATURES = 4  # per pixel: R, G, B and the squared length
+
+
 def pixel_features(looks_KHW3) -> np.ndarray:
-    """float32 [K, H * W * 4]: what each code draws (uint8 [K, H, W, 3]) as every pixel's RGB in
+    """float32 [K, H * W * PIXEL_FEATURES]: what each code draws (uint8 [K, H, W, 3]) as every pixel's RGB in
     [-1, 1] and its squared length, so that a linear score of them can prefer any one colour at
     each pixel (-|x - c|^2 = 2 c.x - |x|^2 - |c|^2); centred and scaled as `codebook_features`."""
     x = np.asarray(looks_KHW3, np.float64) / 127.5 - 1.0

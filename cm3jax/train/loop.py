@@ -32,7 +32,7 @@ from cm3jax.distributed import maybe_initialize
 from cm3jax.documents import DocumentCodec
 from cm3jax.errors import UserError
 from cm3jax.fileio import atomic_write_text
-from cm3jax.image_tokenizer.codebook import codebook_features, pixel_features
+from cm3jax.image_tokenizer.codebook import PIXEL_FEATURES, codebook_features, pixel_features
 from cm3jax.image_tokenizer.codec import code_looks, encode_images
 from cm3jax.image_tokenizer.report import save_loss_curves
 from cm3jax.model.config import DecoderConfig
@@ -109,7 +109,8 @@ def _set_image_ids(config: ml_collections.ConfigDict, vocab: MultimodalVocab, to
         raise UserError(f"model.image_positions is {model.image_positions} but the image tokenizer makes "
                         f"{vocab.image_tokens} tokens per image; set it to {vocab.image_tokens} (or 0).")
     features, source = model.get("image_code_features", 0), model.get("image_code_source", "codebook")
-    width = (tokenizer.config.embed_dim if source == "codebook" else tokenizer.config.downsample_factor ** 2 * 4)
+    width = (tokenizer.config.embed_dim if source == "codebook"
+             else tokenizer.config.downsample_factor ** 2 * PIXEL_FEATURES)
     if features and features != width:
         raise UserError(f"model.image_code_features is {features} but the image tokenizer's code vectors "
                         f"(image_code_source {source!r}) have {width} dimensions; set it to {width} (or 0).")
@@ -173,10 +174,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, codec: DocumentCodec
     primary = jax.process_index() == 0  # the one process that writes logs and pictures
     with mesh_context(mesh):
         with Checkpoints(workdir, keep=config.checkpoint.keep) as checkpoints:
-            params = with_code_vectors(init_params(), config, image_tokenizer)
+            start = checkpoints.latest_step() or 0
+            params = init_params() if start else with_code_vectors(init_params(), config, image_tokenizer)
             opt_state = jax.jit(tx.init)(params)
             opt_state = jax.device_put(opt_state, optimizer_shardings(tx, opt_state, param_shardings, mesh))
-            start = checkpoints.latest_step() or 0
             if start:
                 saved = checkpoints.restore(start, {"config": Json(), "vocab": Json()})
                 _check_resumable(saved, config, codec.vocab, checkpoints.where(start))
@@ -189,10 +190,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, codec: DocumentCodec
                 params, opt_state, metrics = train_step(*carry, global_batch(next(data), mesh))
                 return (params, opt_state), metrics
 
+            saved_config, saved_vocab = with_recorded_paths(config, workdir), codec.vocab.to_json()
+
             def save(at_step: int, carry) -> None:
                 checkpoints.save(at_step, {"params": carry[0], "opt_state": carry[1], "data": Json(data.get_state()),
-                                           "config": Json(with_recorded_paths(config, workdir)),
-                                           "vocab": Json(codec.vocab.to_json())})
+                                           "config": Json(saved_config), "vocab": Json(saved_vocab)})
 
             logger = MetricLogger(workdir, start, total_steps, config.train.log_every, primary)
             schedule = training_loop.Schedule(
