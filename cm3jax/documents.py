@@ -17,7 +17,6 @@ from typing import Sequence, Union
 import numpy as np
 
 from cm3jax.errors import UserError
-from cm3jax.text_tokenizer import TextTokenizer
 from cm3jax.vocab import MultimodalVocab
 
 
@@ -49,9 +48,10 @@ Document = tuple  # of Segments
 
 
 class DocumentCodec:
-    """Turns documents into ids and back with one vocabulary and text tokenizer."""
+    """Turns documents into ids and back with one vocabulary and text tokenizer (a TextTokenizer,
+    or an imported Chameleon's ChameleonTextTokenizer: encode, decode, vocab_size, fingerprint)."""
 
-    def __init__(self, vocab: MultimodalVocab, text_tokenizer: TextTokenizer, grid: tuple[int, int]):
+    def __init__(self, vocab: MultimodalVocab, text_tokenizer, grid: tuple[int, int]):
         if vocab.text_size != text_tokenizer.vocab_size:
             raise UserError(f"The vocabulary expects {vocab.text_size} text pieces but the text tokenizer has "
                             f"{text_tokenizer.vocab_size}; build the vocabulary from this tokenizer.")
@@ -75,27 +75,39 @@ class DocumentCodec:
                             f"got {codes.min()}..{codes.max()}.")
         return self.vocab.image_ids(codes.reshape(-1))
 
-    def encode(self, document: Sequence[Segment], eos: bool = False) -> np.ndarray:
-        """int32 ids, with `<break>` between text and image segments (and between two images)."""
-        parts, previous = [], None
+    def encode(self, document: Sequence[Segment], eos: bool = False, then: str | None = None) -> np.ndarray:
+        """int32 ids, with `<break>` between text and image segments (and between two images); a
+        vocabulary whose images have their own opener and closer (Chameleon's) wraps each image in
+        them instead, after its document prefix. `then` "image" or "text" appends what opens a
+        segment of that kind next. A `<mask>` that the vocabulary lacks is left out: it stands for a
+        removed condition."""
+        vocab = self.vocab
+        wraps = vocab.image_open_id != vocab.image_close_id
+        parts, previous = [np.asarray(vocab.document_prefix, np.int32)], None
         for segment in document:
             if isinstance(segment, TextSegment):
                 ids, kind = self.encode_text(segment.text), "text"
             elif isinstance(segment, ImageSegment):
                 ids, kind = self.encode_image(segment.codes), "image"
+                if wraps:
+                    ids = np.concatenate([[vocab.image_open_id], ids, [vocab.image_close_id]]).astype(np.int32)
             elif isinstance(segment, SpecialToken):
                 if segment.name == "<break>":
                     raise UserError("<break> is placed by the codec between segments; do not add it yourself.")
-                ids, kind = np.array([self.vocab.id(segment.name)], np.int32), "text"
+                if segment.name == "<mask>" and not vocab.has("<mask>"):
+                    continue
+                ids, kind = np.array([vocab.id(segment.name)], np.int32), "text"
             else:
                 raise UserError(f"A document holds TextSegment, ImageSegment or SpecialToken, not {type(segment).__name__}.")
-            if previous is not None and (kind != previous or kind == "image"):
-                parts.append(np.array([self.vocab.break_id], np.int32))
+            if not wraps and previous is not None and (kind != previous or kind == "image"):
+                parts.append(np.array([vocab.break_id], np.int32))
             parts.append(ids)
             previous = kind
+        if then == "image" or (then == "text" and not wraps and previous == "image"):
+            parts.append(np.array([vocab.image_open_id], np.int32))
         if eos:
-            parts.append(np.array([self.vocab.eos_id], np.int32))
-        return np.concatenate(parts).astype(np.int32) if parts else np.zeros((0,), np.int32)
+            parts.append(np.array([vocab.eos_id], np.int32))
+        return np.concatenate(parts).astype(np.int32)
 
     def decode(self, ids: Sequence[int]) -> tuple:
         """Segments of an id sequence: text runs, image runs (a grid when exactly one image
@@ -104,6 +116,7 @@ class DocumentCodec:
         bad = ids[(ids < 0) | (ids >= self.vocab.size)]
         if bad.size:
             raise UserError(f"Ids {bad[:5].tolist()} are outside the vocabulary (0..{self.vocab.size - 1}).")
+        separators = {self.vocab.break_id, self.vocab.pad_id, self.vocab.image_close_id}
         segments: list[Segment] = []
         run: list[int] = []
         run_kind = None
@@ -124,9 +137,8 @@ class DocumentCodec:
             if kind is None or kind != run_kind or (kind == "image" and len(run) == self.vocab.image_tokens):
                 flush()
             if kind is None:
-                name = self.vocab.special_name(token)
-                if name not in ("<break>", "<pad>"):
-                    segments.append(SpecialToken(name))
+                if token not in separators:
+                    segments.append(SpecialToken(self.vocab.special_name(token)))
                 run_kind = None
             else:
                 run.append(token)

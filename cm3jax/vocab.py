@@ -63,6 +63,11 @@ class MultimodalVocab:
         return self.image_offset + self.image_codebook_size
 
     @property
+    def image_end(self) -> int:
+        """Image ids are the contiguous block [image_offset, image_end)."""
+        return self.size
+
+    @property
     def padded_size(self) -> int:
         """Rows of the embedding table: `size` rounded up to a multiple of 128."""
         return -(-self.size // PAD_MULTIPLE) * PAD_MULTIPLE
@@ -96,6 +101,16 @@ class MultimodalVocab:
     @property
     def eoss_id(self) -> int:
         return self.id("<eoss>")
+
+    # Here one `<break>` between segments both opens and closes an image, and documents have no
+    # prefix; Chameleon's vocabulary (cm3jax.chameleon.vocabulary) wraps each image in its own
+    # opener and closer and begins documents with `<s>`. The codec and the sampler read these.
+    image_open_id = property(lambda self: self.break_id)
+    image_close_id = property(lambda self: self.break_id)
+    document_prefix = property(lambda self: ())
+
+    def has(self, special: str) -> bool:
+        return special in self.specials
 
     def sentinel_id(self, i: int) -> int:
         if not 0 <= i < MAX_SENTINELS:

@@ -16,9 +16,10 @@ LAYERS = (
     ("utilities", ("errors", "fileio", "manifest", "safetensors_io", "tfds_arrayrecord", "hostmem", "distributed",
                    "run_log", "training_loop", "checkpoints", "sharding", "benchmarking", "paths", "recipes",
                    "workdir_lock")),
-    ("world and vocabulary", ("shapes", "vocab", "text_tokenizer", "documents", "objectives")),
+    ("world and vocabulary", ("shapes", "vocab", "text_tokenizer", "chameleon.vocabulary", "chameleon.text",
+                              "documents", "objectives")),
     ("tokenizers, model, data", ("image_tokenizer", "model", "data", "config")),
-    ("train, retrieval, sampling", ("train", "retrieval", "sampling")),
+    ("train, retrieval, sampling", ("train", "retrieval", "sampling", "chameleon")),
     ("eval", ("eval", "report", "demo")),
     ("cli", ("cli", "__main__")),
 )

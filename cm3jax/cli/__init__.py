@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cm3jax.cli import demo, evaluation, model, retrieval, sampling, shapes, tokenizer, train
+from cm3jax.cli import demo, evaluation, interop, model, retrieval, sampling, shapes, tokenizer, train
 from cm3jax.cli.common import Parser, file_error_line, split_overrides
 from cm3jax.errors import UserError
 from cm3jax.hostmem import restart_with_reusing_malloc
 
-GROUPS = (shapes, tokenizer, model, train, retrieval, sampling, evaluation, demo)
+GROUPS = (shapes, tokenizer, model, train, retrieval, sampling, evaluation, demo, interop)
 # The commands the malloc settings were measured to speed up (cm3jax.hostmem): decoder training
 # (bench-small step 6.7 -> 5.2 s on a Xeon, 4.1 -> 3.2 s on an EPYC). Not the demo: its VQ-GAN stage
 # trains 30% slower with them (17 -> 12 steps/s on the Xeon).

@@ -19,7 +19,7 @@ class InputPath:
     are values taken as they are (`--corpus shapes`)."""
 
     def __init__(self, kind: str, what: str, keywords: tuple[str, ...] = ()):
-        assert kind in ("file", "dir"), kind
+        assert kind in ("file", "dir", "any"), kind
         self.kind, self.what, self.keywords = kind, what, keywords
 
     def __call__(self, value: str) -> str:
@@ -45,6 +45,11 @@ def input_file(what: str, keywords: tuple[str, ...] = ()) -> InputPath:
 
 def input_dir(what: str) -> InputPath:
     return InputPath("dir", what)
+
+
+def input_path(what: str) -> InputPath:
+    """A file or a directory."""
+    return InputPath("any", what)
 
 
 def file_error_line(error: OSError) -> str:

@@ -153,6 +153,9 @@ class Layout:
     def to_flax(self, torch_array):
         return torch_array.transpose(self.torch_to_flax) if self.torch_to_flax else torch_array
 
+    def to_torch(self, flax_array):
+        return flax_array.transpose(np.argsort(self.torch_to_flax)) if self.torch_to_flax else flax_array
+
     def torch_shape(self, flax_shape: tuple[int, ...]) -> tuple[int, ...]:
         if not self.torch_to_flax:
             return tuple(flax_shape)
@@ -180,6 +183,17 @@ def torch_name(path: tuple[str | int, ...]) -> tuple[str, Layout]:
     if leaf == "bias":
         return ".".join(parts), SAME
     raise ValueError(f"no taming name for parameter {'.'.join(parts)}")
+
+
+def taming_tensors(model: VQGAN, decoder: bool = True) -> dict[str, np.ndarray]:
+    """The model's weights under taming's names in torch layout, float32 (without `decoder.*`
+    when `decoder` is False: what Hugging Face's ChameleonVQVAE holds)."""
+    out = {}
+    for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        name, layout = torch_name(path)
+        if decoder or not name.startswith(DECODER_PREFIX):
+            out[name] = np.ascontiguousarray(layout.to_torch(np.asarray(variable.get_value(), np.float32)))
+    return out
 
 
 # ----------------------------------------------------------------------------- safetensors

@@ -29,6 +29,7 @@ class DecoderConfig:
     rope_theta: float = 10_000.0
     max_seq_len: int = 4096
     qk_norm: bool = False  # LayerNorm over each head's q and k (Chameleon)
+    qk_norm_eps: float | None = None  # None: norm_eps (Hugging Face's Chameleon fixes it at 1e-5)
     swin_norm: bool = False  # normalise the block's output inside the residual (Chameleon 34B)
     tie_embeddings: bool = False
     init_std: float = 0.006  # truncated normal (+-3 std)
@@ -74,6 +75,10 @@ class DecoderConfig:
     @property
     def head_size(self) -> int:
         return self.head_dim or self.d_model // self.n_heads
+
+    @property
+    def head_norm_eps(self) -> float:
+        return self.norm_eps if self.qk_norm_eps is None else self.qk_norm_eps
 
     @property
     def num_kv_heads(self) -> int:

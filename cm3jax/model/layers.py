@@ -167,8 +167,8 @@ class Attention(nnx.Module):
         self.wv = param(rngs, init, (d, k, e), ("embed", "kv_heads", "head_dim"))
         self.wo = param(rngs, out_init, (h, e, d), ("heads", "head_dim", "embed"))
         if config.qk_norm:
-            self.q_norm = HeadNorm(h, e, config.norm_eps, rngs, ("heads", "head_dim"))
-            self.k_norm = HeadNorm(k, e, config.norm_eps, rngs, ("kv_heads", "head_dim"))
+            self.q_norm = HeadNorm(h, e, config.head_norm_eps, rngs, ("heads", "head_dim"))
+            self.k_norm = HeadNorm(k, e, config.head_norm_eps, rngs, ("kv_heads", "head_dim"))
         else:
             self.q_norm = self.k_norm = None
 

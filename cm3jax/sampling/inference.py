@@ -16,7 +16,7 @@ from PIL import Image
 
 from cm3jax.checkpoints import Checkpoints, Json
 from cm3jax.config import decoder_config, from_json_dict, with_found_paths
-from cm3jax.data.tokenizers import load_codec
+from cm3jax.data.tokenizers import load_codec, vocab_from_json
 from cm3jax.documents import DocumentCodec, TextSegment
 from cm3jax.errors import UserError
 from cm3jax.image_tokenizer.codec import decode_codes, encode_images
@@ -46,7 +46,7 @@ class TrainedDecoder:
             saved = checkpoints.restore(step, {"config": Json(), "vocab": Json()})
             config = with_found_paths(from_json_dict(saved["config"]), workdir)
             codec, image_model = load_codec(config)
-            codec.vocab.check_matches(MultimodalVocab.from_json(saved["vocab"]), f"checkpoint {workdir}")
+            codec.vocab.check_matches(vocab_from_json(saved["vocab"]), f"checkpoint {workdir}")
             model = checkpoints.restore_module(step, lambda: Decoder(decoder_config(config), nnx.Rngs(0)),
                                                as_state=True)
         return cls(model, codec, image_model, config, step)
@@ -71,6 +71,10 @@ class TrainedDecoder:
 
     def decode_images(self, generation: Generation) -> np.ndarray:
         """uint8 [N, H, W, 3]: each sample's first complete image (black where a sample has none)."""
+        if not self.config.get("data", {}).get("image_decoder", True):
+            raise UserError("This checkpoint's image tokenizer has only its encoder (a Hugging Face Chameleon import "
+                            "without --vqgan), so image tokens cannot become pixels; import it again with `cm3jax "
+                            "import chameleon ... --vqgan DIR` (Chameleon's vqgan.yaml and vqgan.ckpt).")
         grids = []
         for i in range(len(generation.tokens)):
             ids = generation.sample(i)

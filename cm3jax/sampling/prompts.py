@@ -26,7 +26,7 @@ STRUCTURE_KINDS = ("edge", "segmentation")
 
 def _open_image(codec: DocumentCodec, document: tuple) -> np.ndarray:
     """The document's ids followed by the <break> that opens the image to generate."""
-    return np.concatenate([codec.encode(document), [codec.vocab.break_id]]).astype(np.int32)
+    return codec.encode(document, then="image")
 
 
 def text_to_image(codec: DocumentCodec, caption: str, guided: bool) -> tuple[np.ndarray, ...]:
@@ -35,7 +35,7 @@ def text_to_image(codec: DocumentCodec, caption: str, guided: bool) -> tuple[np.
 
 
 def caption(codec: DocumentCodec, codes: np.ndarray) -> tuple[np.ndarray, ...]:
-    return (np.concatenate([codec.encode((ImageSegment(codes),)), [codec.vocab.break_id]]).astype(np.int32),)
+    return (codec.encode((ImageSegment(codes),), then="text"),)
 
 
 def answer(codec: DocumentCodec, codes: np.ndarray, question: str) -> tuple[np.ndarray, ...]:

@@ -9,7 +9,7 @@ import pytest
 from cm3jax import cli
 
 GROUPS = {"shapes", "tokenizer", "model", "train", "retrieval", "generate", "caption", "answer", "edit", "infill",
-          "eval", "demo"}
+          "eval", "demo", "import", "export"}
 
 
 def _choices(parser):
