@@ -98,9 +98,11 @@ def import_chameleon(source: str, out: str, vqgan: str | None = None, mesh_shape
     tokenizer_path = os.path.join(source, TOKENIZER_FILE)
     text = ChameleonTextTokenizer.load(tokenizer_path)
     vocabulary = text.vocabulary()
-    if hf.get("vocabulary_map") not in (None, vocabulary):
-        raise UserError(f"{tokenizer_path} is not the tokenizer of {where}: its vocabulary differs from the config's "
-                        f"vocabulary_map; use the files of one checkpoint.")
+    differing = sorted(k for k, i in (hf.get("vocabulary_map") or {}).items() if vocabulary.get(k) != i)
+    if differing:
+        raise UserError(f"{tokenizer_path} is not the tokenizer of {where}: {len(differing)} entries of the config's "
+                        f"vocabulary_map have other ids in it (e.g. {', '.join(map(repr, differing[:3]))}); use the "
+                        f"files of one checkpoint.")
     if len(vocabulary) > model_config.vocab_size:
         raise UserError(f"{tokenizer_path} has {len(vocabulary)} entries but {where} says vocab_size "
                         f"{model_config.vocab_size}.")

@@ -37,7 +37,7 @@ def hf_config(tokenizer, **switches):
     from transformers import ChameleonConfig
     vocab = tokenizer.get_vocab()
     fields = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+                  num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
                   rope_parameters={"rope_type": "default", "rope_theta": 10_000.0}, vocabulary_map=vocab,
                   bos_token_id=vocab["<s>"], pad_token_id=vocab["<pad>"], eos_token_id=vocab["</s>"],
                   vq_config=dict(embed_dim=8, num_embeddings=IMAGE_CODES, latent_channels=32, resolution=16,

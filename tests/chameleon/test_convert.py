@@ -181,3 +181,13 @@ def test_with_its_vqgan_an_import_draws_images_sampled_under_the_modality_masks(
 def test_without_its_vqgan_an_import_refuses_to_draw(trained):
     with pytest.raises(UserError, match="--vqgan"):
         trained.text_to_image("a red circle", SamplingSettings(strategy="greedy", temperature=0.0))
+
+
+def test_a_tokenizer_from_another_checkpoint_is_refused(hf_checkpoint, tmp_path):
+    broken = str(tmp_path / "broken")
+    shutil.copytree(hf_checkpoint[0], broken)
+    config = json.load(open(os.path.join(broken, "config.json")))
+    config["vocabulary_map"]["<eoss>"] += 1
+    json.dump(config, open(os.path.join(broken, "config.json"), "w"))
+    with pytest.raises(UserError, match="1 entries of the config's vocabulary_map have other ids in it"):
+        import_chameleon(broken, str(tmp_path / "out"), progress=False)
