@@ -15,6 +15,7 @@ nothing to OUT.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -51,12 +52,24 @@ RECORD_FILE = "import.json"
 FIX = "give the directory of a Hugging Face Chameleon checkpoint (config.json, safetensors, tokenizer.json)"
 
 
-def _fresh_out(out: str) -> str:
+@contextlib.contextmanager
+def _built_in_place(out: str):
+    """A fresh directory beside `out` to build in, renamed to `out` when the block completes and
+    removed when it fails, so that `out` never holds a partial result. An existing `out` that is
+    not an empty directory is refused before anything is written."""
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise UserError(f"{out} already exists; choose a new --out (nothing was written).")
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=os.path.basename(os.path.abspath(out)) + ".partial-", dir=parent)
+    partial = tempfile.mkdtemp(prefix=os.path.basename(os.path.abspath(out)) + ".partial-", dir=parent)
+    try:
+        yield partial
+        if os.path.isdir(out):
+            os.rmdir(out)
+        os.replace(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def _load_vqgan(source: str, hf: dict, vqgan: str | None):
@@ -113,8 +126,7 @@ def import_chameleon(source: str, out: str, vqgan: str | None = None, mesh_shape
     if vocab.image_codebook_size != image_model.config.codebook_size:
         raise UserError(f"{tokenizer_path} names {vocab.image_codebook_size} image codes but the VQ-GAN has "
                         f"{image_model.config.codebook_size}; pass the checkpoint's own --vqgan.")
-    partial = _fresh_out(out)
-    try:
+    with _built_in_place(out) as partial:
         text.save(os.path.join(partial, TOKENIZER_FILE))
         _save_vqgan(image_model, os.path.join(partial, VQGAN_DIR))
         config = decoder_experiment(dataclasses.asdict(model_config))
@@ -131,12 +143,6 @@ def import_chameleon(source: str, out: str, vqgan: str | None = None, mesh_shape
                   "seconds": round(time.perf_counter() - start, 1)}
         with open(os.path.join(partial, RECORD_FILE), "w") as f:
             json.dump(record, f, indent=2)
-        if os.path.isdir(out):
-            os.rmdir(out)
-        os.replace(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return record
 
 
@@ -181,8 +187,7 @@ def export_chameleon(workdir: str, out: str, max_shard_bytes: int = 5 * 2 ** 30)
         vocab = vocab_from_json(saved["vocab"])
         model = checkpoints.restore_module(step, lambda: Decoder(model_config, nnx.Rngs(0)), as_state=True)
     mapping, special_ids = _vocabulary_map(vocab, model_config.vocab_size)
-    partial = _fresh_out(out)
-    try:
+    with _built_in_place(out) as partial:
         data = config.get("data", {})
         vq_config, vq_tensors = _vq_encoder(data["image_tokenizer"]) if data.get("image_tokenizer") else (None, [])
         named = itertools.chain(hf_tensors(nnx.state(model, nnx.Param), model_config), vq_tensors)
@@ -193,10 +198,4 @@ def export_chameleon(workdir: str, out: str, max_shard_bytes: int = 5 * 2 ** 30)
         if is_chameleon_tokenizer(data.get("text_tokenizer", "")):
             shutil.copyfile(data["text_tokenizer"], os.path.join(partial, TOKENIZER_FILE))
             files.append(TOKENIZER_FILE)
-        if os.path.isdir(out):
-            os.rmdir(out)
-        os.replace(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return {"out": os.path.abspath(out), "step": step, "files": files}
