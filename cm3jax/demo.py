@@ -64,6 +64,15 @@ PROFILES = {  # demo profile -> (world, VQ-GAN, CLIP, decoder) config variants a
 # Disk a finished run takes, with room to spare (measured: default 63 MB before the decoder, about
 # 130 MB in all; quick under 20 MB).
 DISK_NEEDED = {"default": 400 << 20, "quick": 100 << 20}
+# Each stage's seconds in a measured run of each profile, quiet machines: the default's on a 2-core
+# Intel Xeon (AVX-512), the run the README reports; quick's on a 2-core AMD EPYC (AVX2), 2026-12-02.
+# The time left is estimated from them, scaled by how this machine compares on the stages it has run.
+REFERENCE_SECONDS = {
+    "default": dict(shapes=8, text_tokenizer=4, image_tokenizer=504, pretokenize=24, clip=294, bank=6, index=2,
+                    neighbours=4, decoder=1896, evaluation=258),
+    "quick": dict(shapes=0.3, text_tokenizer=0.1, image_tokenizer=33, pretokenize=4.4, clip=15, bank=1.9, index=0.0,
+                  neighbours=0.7, decoder=24, evaluation=66),
+}
 RUN_RECORD = "demo.json"
 TEXT_VOCAB = 512
 STAGE_DIRS = dict(shapes="shapes", text="text.model", vqgan="vqgan", codes="codes", clip="clip", bank="bank",
@@ -101,15 +110,31 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
-def run_stages(workdir: str, stages: list[Stage]) -> dict[str, float]:
+def time_left(reference: dict[str, float], measured: dict[str, float], remaining: list[str]) -> float:
+    """Seconds the `remaining` stages should take here: their reference seconds, times the ratio of
+    this machine's seconds to the reference's over the stages it has run. A tenth of the whole
+    reference counts as run at the reference's pace, so a few short stages do not swing it."""
+    ran = [key for key, seconds in measured.items() if seconds > 0 and key in reference]
+    prior = 0.1 * sum(reference.values())
+    pace = (prior + sum(measured[k] for k in ran)) / (prior + sum(reference[k] for k in ran))
+    return pace * sum(reference.get(key, 0.0) for key in remaining)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def run_stages(workdir: str, stages: list[Stage], reference: dict[str, float] | None = None) -> dict[str, float]:
     """Runs each stage unless it is done with the settings and inputs it has now; one whose hash
     changed runs again from scratch, and once one stage runs every stage after it runs too (its
-    inputs are new). An interrupted stage resumes. Returns each stage's seconds (0: skipped)."""
+    inputs are new). An interrupted stage resumes. Each stage that runs is announced with the time
+    the demo has left, estimated from `reference` (each stage's seconds in a measured run). Returns
+    each stage's seconds (0: skipped)."""
     record_path = os.path.join(workdir, RUN_RECORD)
     record = _read(record_path) or {}
     hashes = record.setdefault("stages", {})
     timings, before, ran = {}, "", False
-    for stage in stages:
+    for position, stage in enumerate(stages):
         before = _fingerprint(before, stage, workdir)
         saved = hashes.get(stage.key)
         changed = saved is not None and saved["hash"] != before
@@ -125,7 +150,11 @@ def run_stages(workdir: str, stages: list[Stage]) -> dict[str, float]:
             _remove(stage.output)
         hashes[stage.key] = {"hash": before, "done": False}
         atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
-        print(f"[demo] {stage.label} ...")
+        left = ""
+        if reference:
+            left = time_left(reference, timings, [s.key for s in stages[position:]])
+            left = f"; about {_duration(left)} left in all"
+        print(f"[demo] {stage.label} (stage {position + 1} of {len(stages)}{left}) ...")
         start = time.perf_counter()
         stage.run()
         timings[stage.key] = time.perf_counter() - start
@@ -260,7 +289,7 @@ def _run_stages(workdir: str, profile: str) -> dict:
               lambda: _evaluated(paths["eval"], paths["decoder"]),
               lambda: run_suite(paths["decoder"], suite_size, out=paths["eval"])),
     ]
-    timings = run_stages(workdir, stages)
+    timings = run_stages(workdir, stages, REFERENCE_SECONDS[profile])
     results = {"decoder": _read(os.path.join(paths["decoder"], RESULTS_JSON)),
                "retriever": _read(os.path.join(paths["clip"], EVAL_JSON)),
                "evaluation": _read(os.path.join(paths["eval"], EVAL_RESULTS)), "stage_seconds": timings}

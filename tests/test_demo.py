@@ -35,6 +35,17 @@ def test_demo_runs_every_stage_and_resumes(demo, capsys):
     assert capsys.readouterr().out.count("already done") == 10
 
 
+def test_time_left_scales_the_reference_by_this_machines_pace():
+    from cm3jax.demo import REFERENCE_SECONDS, time_left
+    reference = {"a": 10.0, "b": 30.0, "c": 60.0}  # a tenth of the whole, 10 s, counts as run at pace 1
+    assert time_left(reference, {}, ["a", "b", "c"]) == 100.0  # nothing run yet: the reference itself
+    assert time_left(reference, {"a": 30.0, "b": 0.0}, ["b", "c"]) == 180.0  # (10 + 30) / (10 + 10); b skipped
+    assert time_left(reference, {"a": 5.0, "b": 15.0}, ["c"]) == pytest.approx(60.0 * 30 / 50)
+    for profile, seconds in REFERENCE_SECONDS.items():
+        assert set(seconds) == {"shapes", "text_tokenizer", "image_tokenizer", "pretokenize", "clip", "bank", "index",
+                                "neighbours", "decoder", "evaluation"}, profile
+
+
 def test_training_neighbours_never_hold_an_unseen_emblem(demo):
     from cm3jax.retrieval.bank import load_bank
     from cm3jax.retrieval.neighbours import load_neighbours, unseen_emblem_rows
@@ -206,6 +217,7 @@ def test_a_changed_middle_stage_reruns_with_only_the_stages_after_it(demo, tmp_p
                     "train the retriever's CLIP", "embed the memory bank", "index the memory bank"]
     for stage in ("retrieve every example's neighbours", "train the decoder", "score the decoder"):
         assert re.search(rf"{stage}[^\n]*: its settings or an earlier stage's changed; running it again", out), stage
+    assert re.search(r"\[demo\] train the decoder \(stage 9 of 10; about \d+ (s|min) left in all\) \.\.\.", out)
     after = (copy / "vqgan").stat().st_mtime_ns, (copy / "decoder" / "results.json").stat().st_mtime_ns
     assert after[0] == before[0] and after[1] != before[1]
     stages = json.loads((copy / "demo.json").read_text())["stages"]
