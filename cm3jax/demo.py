@@ -117,14 +117,14 @@ def time_left(reference: dict[str, float], measured: dict[str, float], remaining
     ran = [key for key, seconds in measured.items() if seconds > 0 and key in reference]
     prior = 0.1 * sum(reference.values())
     pace = (prior + sum(measured[k] for k in ran)) / (prior + sum(reference[k] for k in ran))
-    return pace * sum(reference.get(key, 0.0) for key in remaining)
+    return pace * sum(reference[key] for key in remaining)
 
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def run_stages(workdir: str, stages: list[Stage], reference: dict[str, float] | None = None) -> dict[str, float]:
+def run_stages(workdir: str, stages: list[Stage], reference: dict[str, float]) -> dict[str, float]:
     """Runs each stage unless it is done with the settings and inputs it has now; one whose hash
     changed runs again from scratch, and once one stage runs every stage after it runs too (its
     inputs are new). An interrupted stage resumes. Each stage that runs is announced with the time
@@ -150,11 +150,8 @@ def run_stages(workdir: str, stages: list[Stage], reference: dict[str, float] | 
             _remove(stage.output)
         hashes[stage.key] = {"hash": before, "done": False}
         atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
-        left = ""
-        if reference:
-            left = time_left(reference, timings, [s.key for s in stages[position:]])
-            left = f"; about {_duration(left)} left in all"
-        print(f"[demo] {stage.label} (stage {position + 1} of {len(stages)}{left}) ...")
+        left = time_left(reference, timings, [s.key for s in stages[position:]])
+        print(f"[demo] {stage.label} (stage {position + 1} of {len(stages)}; about {_duration(left)} left in all) ...")
         start = time.perf_counter()
         stage.run()
         timings[stage.key] = time.perf_counter() - start
