@@ -1,16 +1,23 @@
 """Ceilings and helpers the benchmark scripts share (docs/benchmarks.md): this machine's f32
-matmul and gemv rates, measured in the same run as the figures they bound, and the peer model."""
+matmul and gemv rates, measured in the same run as the figures they bound, the peer model, and
+the quiet check that keeps rounds timed beside other work out of the medians."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from cm3jax.errors import UserError
+
+# A round timed while other work held more than this share of the machine's CPU time is flagged.
+BUSY_SHARE = 0.1
 
 
 def cpu_name_and_isa() -> tuple[str, str]:
@@ -89,3 +96,84 @@ def chameleon_peer(model_config):
         vq_config=vq_config, vocabulary_map={"<image>": m.vocab_size - 1}, tie_word_embeddings=False)
     torch.manual_seed(0)
     return ChameleonForConditionalGeneration(peer_config)
+
+
+def cpu_jiffies(stat_text: str) -> tuple[int, int]:
+    """(idle, total) jiffies of /proc/stat's aggregate `cpu` line: idle counts idle and iowait,
+    total the eight fields user..steal (guest time is already inside user)."""
+    for line in stat_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            values = [int(v) for v in fields[1:9]]
+            return values[3] + values[4], sum(values)
+    raise ValueError("no aggregate 'cpu' line in this /proc/stat text")
+
+
+def idle_share(seconds: float = 1.5, stat_path: str = "/proc/stat") -> float | None:
+    """The share of the machine's CPU time that was idle over `seconds` while this process slept:
+    1 - what other work held. None where there is no /proc/stat to read."""
+    try:
+        with open(stat_path) as f:
+            idle_before, total_before = cpu_jiffies(f.read())
+        time.sleep(seconds)
+        with open(stat_path) as f:
+            idle_after, total_after = cpu_jiffies(f.read())
+    except (OSError, ValueError):
+        return None
+    total = total_after - total_before
+    return (idle_after - idle_before) / total if total > 0 else None
+
+
+@dataclasses.dataclass
+class QuietCheck:
+    """Samples the idle share before each timed round (`check`) and says which rounds the
+    medians may use: those during whose check other work held at most BUSY_SHARE of the
+    machine, or all of them with `allow_busy` (the busy ones stay flagged in the record)."""
+
+    allow_busy: bool = False
+    seconds: float = 1.5
+    settle: float = 0.5  # first, so that this process's own worker threads stop spinning
+    stat_path: str = "/proc/stat"
+    idle: list[float | None] = dataclasses.field(default_factory=list)
+
+    def check(self) -> None:
+        time.sleep(self.settle)
+        self.idle.append(idle_share(self.seconds, self.stat_path))
+
+    @property
+    def busy(self) -> list[bool]:
+        return [share is not None and share < 1.0 - BUSY_SHARE for share in self.idle]
+
+    def kept(self) -> list[int]:
+        """Indices of the rounds the medians use; a UserError naming the fix when there are none."""
+        kept = self._usable()
+        if not kept:
+            shares = ", ".join(f"{share:.2f}" for share in self.idle)
+            raise UserError(f"Every timed round ran while other work held more than {BUSY_SHARE:.0%} of the machine "
+                            f"(idle share before each: {shares}); stop the other work and run the benchmark again, "
+                            "or pass --allow-busy to report these rounds (flagged).")
+        return kept
+
+    def _usable(self) -> list[int]:
+        return [i for i, busy in enumerate(self.busy) if self.allow_busy or not busy]
+
+    def select(self, per_round: Sequence) -> list:
+        """The entries of `per_round` (one per checked round) that the medians use."""
+        if len(per_round) != len(self.idle):
+            raise ValueError(f"{len(per_round)} values for {len(self.idle)} checked rounds")
+        return [per_round[i] for i in self.kept()]
+
+    def record(self) -> dict:
+        return {"idle_share": self.idle, "busy": self.busy, "busy_share_limit": BUSY_SHARE,
+                "allow_busy": self.allow_busy, "rounds_in_medians": self._usable()}
+
+    def summary(self) -> str:
+        shares = [s for s in self.idle if s is not None]
+        quiet = self.busy.count(False)
+        told = f"{quiet} of {len(self.idle)} rounds quiet"
+        if shares:
+            told += f" (idle share {min(shares):.2f}-{max(shares):.2f} before them)"
+        if quiet < len(self.idle):
+            told += "; the busy ones are in the medians (--allow-busy)" if self.allow_busy else \
+                "; the busy ones are left out of the medians"
+        return told

@@ -1,7 +1,7 @@
 """Benchmark: KV-cached decoding tokens/s on bench-small, side by side with Hugging Face
 `generate` on `ChameleonForConditionalGeneration` in PyTorch on CPU (docs/benchmarks.md).
 
-    python experiments/bench/decode_tokens.py [--rounds 3] [--json runs/bench/decode_tokens.json]
+    python experiments/bench/decode_tokens.py [--rounds 3] [--allow-busy] [--json runs/bench/decode_tokens.json]
 
 Every case samples 256 new tokens after a 32-token prompt with top-p 0.9 at temperature 1,
 float32, random weights (speed does not depend on them); neither side may stop early (the
@@ -9,7 +9,9 @@ peer runs with min_new_tokens = max_new_tokens; ours generates one 256-code imag
 modality masks are active). Cases: batch 1, batch 8, and classifier-free guidance at scale 3
 (ours: conditional and unconditional streams as two rows of one batch; the peer:
 `generate(guidance_scale=3, negative_prompt_ids=...)`). The two sides alternate in rounds and
-each figure is the median. Also: batch-1 decoding against the memory-bandwidth bound (weight
+each figure is the median over the quiet rounds (the idle CPU share is sampled before each;
+a round begun while other work held more than a tenth of the machine is flagged and left out
+unless --allow-busy). Also: batch-1 decoding against the memory-bandwidth bound (weight
 bytes read per step at a large gemv's measured rate), compile times, and the latency of one
 Shapes image (64 codes, CFG 3, 8 samples) at the shapes_tiny size.
 """
@@ -25,9 +27,10 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
-from cm3jax.benchmarking import chameleon_peer, gemv_gb_per_second, machine, time_calls
+from cm3jax.benchmarking import QuietCheck, chameleon_peer, gemv_gb_per_second, machine, time_calls
 from cm3jax.config import load_config
 from cm3jax.config import decoder_config
+from cm3jax.errors import UserError
 from cm3jax.fileio import atomic_write_text
 from cm3jax.model.decoder import Decoder
 from cm3jax.sampling.sampler import generate
@@ -86,6 +89,7 @@ def shapes_image_latency(samples: int = 8, rounds: int = 3) -> dict:
     config = load_config(str(EXPERIMENTS / "shapes_tiny.py"))
     vocab = MultimodalVocab(512, 8192, 64)
     config.model.vocab_size = vocab.padded_size
+    config.model.image_id_start, config.model.image_id_end = vocab.image_offset, vocab.size  # its image switches
     model = Decoder(decoder_config(config), nnx.Rngs(0))
     caption = np.append(np.arange(vocab.text_offset, vocab.text_offset + 14), vocab.break_id).astype(np.int32)
     requests = [(caption, np.array([vocab.mask_id, vocab.break_id], np.int32))] * samples
@@ -100,9 +104,11 @@ def shapes_image_latency(samples: int = 8, rounds: int = 3) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--allow-busy", action="store_true", help="keep rounds timed beside other work in the medians")
     parser.add_argument("--json", default="runs/bench/decode_tokens.json")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
+    quiet = QuietCheck(allow_busy=args.allow_busy)
 
     config = load_config(str(EXPERIMENTS / "bench_small.py"))
     model_config = decoder_config(config)
@@ -112,19 +118,23 @@ def main() -> None:
     vocab = MultimodalVocab(model_config.vocab_size - 8192 - specials, 8192, d.new_tokens)
     ours = JaxSide(model_config, vocab, d.prompt_len, d.new_tokens, d.top_p)
     peer = TorchSide(model_config, ours.prompts, d.new_tokens, d.top_p)
-    times = {side: {case: [] for case in CASES} for side in ("cm3jax", "peer")}
+    times = {side: {case: [] for case in CASES} for side in ("cm3jax", "peer")}  # one entry per round
     for _ in range(args.rounds):
+        quiet.check()
         for case in CASES:
             times["cm3jax"][case] += time_calls(lambda: ours.run(case), 1)
             times["peer"][case] += time_calls(lambda: peer.run(case), 1)
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    atomic_write_text(args.json, json.dumps({"machine": machine(), "quiet": quiet.record(), "seconds": times},
+                                            indent=2) + "\n")  # the raw rounds, kept whatever follows
     gemv = gemv_gb_per_second()
     weight_bytes = 4 * model_config.param_count()
     bound = gemv * 1e9 / weight_bytes  # batch-1 steps/s if every step reads every weight once at gemv speed
     latency = shapes_image_latency()
 
-    rows, targets = {}, {"batch 1": 3.0, "batch 8": 2.0, "CFG 3, batch 1": 5.0}
+    rows, targets = {}, {"batch 1": 3.0, "batch 8": 4.0, "CFG 3, batch 1": 5.0}
     for case, (batch, _) in CASES.items():
-        ours_s, peer_s = (statistics.median(times[side][case]) for side in ("cm3jax", "peer"))
+        ours_s, peer_s = (statistics.median(quiet.select(times[side][case])) for side in ("cm3jax", "peer"))
         rows[case] = {"batch": batch, "cm3jax_seconds": ours_s, "peer_seconds": peer_s,
                       "cm3jax_tokens_per_second": batch * d.new_tokens / ours_s,
                       "peer_tokens_per_second": batch * d.new_tokens / peer_s, "speedup": peer_s / ours_s,
@@ -136,7 +146,7 @@ def main() -> None:
               "weight_bytes": weight_bytes, "bandwidth_bound_tokens_per_second": bound,
               "batch1_fraction_of_bound": fraction, "cases": rows, "shapes_image": latency,
               "peer": {"torch": peer.torch.__version__, "threads": peer.threads},
-              "load_average": [load_before, os.getloadavg()[0]]}
+              "load_average": [load_before, os.getloadavg()[0]], "quiet": quiet.record()}
 
     print(f"\nbench-small decoding, {d.prompt_len}-token prompt + {d.new_tokens} new tokens, top-p {d.top_p}, "
           f"float32; {machine()}")
@@ -147,12 +157,14 @@ def main() -> None:
               f"{r['speedup']:.2f}x | {r['target']:.0f}x | {r['cm3jax_compile_seconds']:.1f} |")
     print(f"\nbatch 1 runs at {fraction:.2f} of the bandwidth bound ({bound:.0f} tokens/s: {weight_bytes / 1e6:.0f} MB "
           f"of weights per step at the measured gemv rate of {gemv:.1f} GB/s)")
-    print(f"load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print(f"{quiet.summary()}; load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"Shapes image (shapes_tiny size, 64 codes, CFG 3, {latency['samples']} samples): {latency['seconds']:.2f} s "
           f"({1e3 * latency['seconds_per_token_step']:.1f} ms per step), first call {latency['first_call_seconds']:.1f} s")
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as error:
+        raise SystemExit(f"decode_tokens: {error}")

@@ -16,7 +16,9 @@ ScaNN also with and without SOAR spilling, a ScaNN feature faiss has no counterp
 swept over the same grid of probes x re-ranked candidates on 1,000 tuning queries, and each
 side keeps its fastest (build, setting) with tuning recall@10 >= 0.95. The chosen settings are
 then timed on 1,000 other test queries (whose recall is reported), in alternating rounds with
-exact search; the figure per side is its median queries/s. Batched queries on every side, all
+exact search; the figure per side is its median queries/s over the quiet rounds (rounds begun
+while other work held more than a tenth of the machine are flagged and left out unless
+--allow-busy). Batched queries on every side, all
 cores (this machine: 2).
 - ScaNN (with the AVX2 / AVX-512 kernels cm3jax.retrieval.scann_kernels switches on): spherical
   k-means tree, anisotropic asymmetric hashing (2 dims per 16-centre block,
@@ -41,7 +43,8 @@ import time
 
 import numpy as np
 
-from cm3jax.benchmarking import machine
+from cm3jax.benchmarking import QuietCheck, machine
+from cm3jax.errors import UserError
 from cm3jax.fileio import atomic_write_text
 from cm3jax.retrieval import scann_kernels
 from cm3jax.retrieval.index import ExactIndex, ScannIndex, ScannParams
@@ -230,8 +233,10 @@ def main() -> None:
     parser.add_argument("--train-sample", type=int, default=250_000, help="keys the partitions and codebooks train on")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--exact-queries", type=int, default=128, help="test queries per exact-search round")
+    parser.add_argument("--allow-busy", action="store_true", help="keep rounds timed beside other work in the medians")
     parser.add_argument("--json", default="runs/bench/retrieval_qps.json")
     args = parser.parse_args()
+    quiet = QuietCheck(allow_busy=args.allow_busy)
     threads = os.cpu_count() or 1
     load_at_start = os.getloadavg()
 
@@ -271,6 +276,7 @@ def main() -> None:
     qps = {"exact": [], "scann": [], "faiss": []}
     recalls = {}
     for _ in range(args.rounds):
+        quiet.check()
         batch = test[:args.exact_queries]
         ids, rate = timed(lambda q: exact.search(q, K)[0], batch)
         assert np.array_equal(ids, truth_test[:args.exact_queries])
@@ -280,11 +286,15 @@ def main() -> None:
             qps[name].append(rate)
             recalls[name] = recall_at_k(ids, truth_test)
 
-    rows = {"exact": {"qps_median": statistics.median(qps["exact"]), "qps": qps["exact"], "recall": 1.0,
-                      "settings": {"query_batch": exact.max_batch}, **exact_build}}
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    atomic_write_text(args.json, json.dumps({"machine": machine(), "quiet": quiet.record(), "qps": qps},
+                                            indent=2) + "\n")  # the raw rounds, kept whatever follows
+    rows = {"exact": {"qps_median": statistics.median(quiet.select(qps["exact"])), "qps": qps["exact"],
+                      "recall": 1.0, "settings": {"query_batch": exact.max_batch}, **exact_build}}
     for name, side in sides.items():
-        rows[name] = {"qps_median": statistics.median(qps[name]), "qps": qps[name], "recall": recalls[name],
-                      "tuning_recall": chosen[name]["recall"], "settings": {**side.build_settings, **side.settings},
+        rows[name] = {"qps_median": statistics.median(quiet.select(qps[name])), "qps": qps[name],
+                      "recall": recalls[name], "tuning_recall": chosen[name]["recall"],
+                      "settings": {**side.build_settings, **side.settings},
                       "build_seconds": side.build_seconds, "build_rss_bytes": side.build_rss_bytes,
                       "serialized_bytes": side.serialized_bytes, "builds": builds[name]}
     import faiss
@@ -302,7 +312,7 @@ def main() -> None:
         "k": K, "target_recall": TARGET_RECALL, **rows,
         "scann_vs_exact": speedup_exact, "scann_vs_faiss": speedup_faiss,
         "targets": {"scann_vs_exact": 10.0, "scann_vs_faiss": 1.0}, "peak_rss_bytes": peak_rss_bytes(),
-        "load_average_1_5_15": {"start": load_at_start, "end": os.getloadavg()},
+        "load_average_1_5_15": {"start": load_at_start, "end": os.getloadavg()}, "quiet": quiet.record(),
     }
 
     print(f"\nretrieval, {args.n:,} x {args.dim} unit keys ({args.clusters}-cluster Gaussian mixture), "
@@ -319,10 +329,12 @@ def main() -> None:
               f"| {r['build_rss_bytes'] / 2 ** 30:.2f} | {r['serialized_bytes'] / 2 ** 30:.2f} |")
     print(f"\nScaNN = {speedup_exact:.1f}x exact search (target >= 10x) and {speedup_faiss:.2f}x faiss "
           f"(target >= 1x) in queries/s; peak RSS {peak_rss_bytes() / 2 ** 30:.1f} GB; load average "
-          f"{load_at_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other jobs share the cores)")
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+          f"{load_at_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; {quiet.summary()}")
     atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as error:
+        raise SystemExit(f"retrieval_qps: {error}")

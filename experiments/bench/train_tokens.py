@@ -1,7 +1,8 @@
 """Benchmark: training tokens/s on bench-small, side by side with Hugging Face's
 `ChameleonForConditionalGeneration` in PyTorch on CPU (docs/benchmarks.md).
 
-    python experiments/bench/train_tokens.py [--rounds 3] [--steps-per-round 3] [--json runs/bench/train_tokens.json]
+    python experiments/bench/train_tokens.py [--rounds 3] [--steps-per-round 3] [--allow-busy]
+        [--json runs/bench/train_tokens.json]
 
 Both sides do the same work per step: forward over a batch of 8 x 512 random token ids,
 next-token cross-entropy, backward, global-norm clipping at 1.0 and an AdamW update
@@ -10,7 +11,9 @@ in the environment its users get: cm3jax's with the malloc settings its command 
 with (cm3jax.hostmem: freed memory kept for reuse; --system-malloc drops them), the peer's as
 this script was started (--peer-with-our-malloc gives it cm3jax's settings too). Every round
 starts a fresh process per side, one after the other, so that load from other jobs falls on
-both and neither runs beside the other; the figure per side is its median step time. Also
+both and neither runs beside the other; the figure per side is its median step time over the
+quiet rounds (the idle CPU share is sampled before each; a round begun while other work held
+more than a tenth of the machine is flagged and left out unless --allow-busy). Also
 reported: model FLOP/s (6 N + attention, per token) as a fraction of this machine's f32
 matmul rate measured in the same run, and the first call's compile time.
 """
@@ -30,8 +33,9 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from cm3jax.benchmarking import chameleon_peer, machine, matmul_gflops, time_calls
+from cm3jax.benchmarking import QuietCheck, chameleon_peer, machine, matmul_gflops, time_calls
 from cm3jax.config import load_config
+from cm3jax.errors import UserError
 from cm3jax.config import decoder_config
 from cm3jax.fileio import atomic_write_text
 from cm3jax.hostmem import malloc_environ
@@ -161,8 +165,10 @@ def main() -> None:
                         help="run cm3jax's side with malloc as this script was started, not as its command line sets it")
     parser.add_argument("--peer-with-our-malloc", action="store_true",
                         help="run the peer with cm3jax's malloc settings too (an allocator-neutral comparison)")
+    parser.add_argument("--allow-busy", action="store_true", help="keep rounds timed beside other work in the medians")
     parser.add_argument("--json", default="runs/bench/train_tokens.json")
     args = parser.parse_args()
+    quiet = QuietCheck(allow_busy=args.allow_busy)
 
     config = load_config(BENCH_SMALL)
     b, t = config.train.batch_size, config.train.seq_len
@@ -170,13 +176,18 @@ def main() -> None:
     environs = {"cm3jax": ours_environ, "peer": ours_environ if args.peer_with_our_malloc else None}
     rounds = {side: [] for side in environs}
     for _ in tqdm(range(args.rounds), desc="rounds"):
+        quiet.check()
         for side, environ in environs.items():
             rounds[side].append(measure_in_process(side, args.steps_per_round, environ))
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    atomic_write_text(args.json, json.dumps({"machine": machine(), "quiet": quiet.record(), "rounds": rounds},
+                                            indent=2) + "\n")  # the raw rounds, kept whatever follows
     info = {side: {k: v for k, v in results[0].items() if k not in ("step_seconds", "matmul_gflops")}
             for side, results in rounds.items()}
-    times = {side: [s for r in results for s in r["step_seconds"]] for side, results in rounds.items()}
-    matmul = statistics.median(r["matmul_gflops"] for r in rounds["cm3jax"])
-    info["cm3jax"]["compile_seconds"] = statistics.median(r["compile_seconds"] for r in rounds["cm3jax"])
+    kept = {side: quiet.select(results) for side, results in rounds.items()}
+    times = {side: [s for r in results for s in r["step_seconds"]] for side, results in kept.items()}
+    matmul = statistics.median(r["matmul_gflops"] for r in kept["cm3jax"])
+    info["cm3jax"]["compile_seconds"] = statistics.median(r["compile_seconds"] for r in kept["cm3jax"])
 
     tokens = b * t
     flops_per_step = model_flops_per_token(decoder_config(config), t) * tokens
@@ -188,7 +199,8 @@ def main() -> None:
                       "fraction_of_matmul_rate": flops_per_step / seconds / 1e9 / matmul}
     ratio = rows["cm3jax"]["tokens_per_second"] / rows["peer"]["tokens_per_second"]
     result = {"machine": machine(), "batch": [b, t], "model": config.model.to_dict(), "matmul_gflops": matmul,
-              "model_gflop_per_step": flops_per_step / 1e9, **rows, "speedup": ratio, "target": 1.25}
+              "model_gflop_per_step": flops_per_step / 1e9, **rows, "speedup": ratio, "target": 1.25,
+              "quiet": quiet.record()}
 
     print(f"\nbench-small training, batch {b} x {t} tokens, float32, AdamW; {machine()}; one process per side")
     print("| side | parameters | step s (median) | tokens/s | model GFLOP/s | of matmul rate | GLIBC_TUNABLES |\n"
@@ -197,10 +209,12 @@ def main() -> None:
         print(f"| {r['label']} | {r['parameters']:,} | {r['step_seconds_median']:.2f} | {r['tokens_per_second']:.0f} "
               f"| {r['model_gflops']:.1f} | {r['fraction_of_matmul_rate']:.2f} | {r['glibc_tunables'] or '-'} |")
     print(f"\ncm3jax = {ratio:.2f}x the peer's tokens/s (target >= 1.25x); f32 matmul rate {matmul:.0f} GFLOP/s; "
-          f"compile {rows['cm3jax']['compile_seconds']:.1f} s")
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+          f"compile {rows['cm3jax']['compile_seconds']:.1f} s; {quiet.summary()}")
     atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as error:
+        raise SystemExit(f"train_tokens: {error}")

@@ -211,7 +211,7 @@ def test_a_tiny_model_trained_on_throwaway_examples_copies_the_retrieved_image(t
                                                                    codec, length))
         tests = [unseen(dict(EXAMPLE), np.random.default_rng(100 + i)) for i in range(128)]
         score = jax.jit(loss_and_metrics, static_argnums=(1,))
-        copied = float(score(params, graphdef, _copy_rows(tests, codec, length), 0.0)[1]["accuracy"])
-        alone = float(score(params, graphdef, _copy_rows(tests, codec, length, with_documents=False), 0.0)[1]["accuracy"])
+        copied, alone = (float(score(params, graphdef, _copy_rows(tests, codec, length, with_documents=d), 0.0)[1]
+                               ["accuracy"]) for d in (True, False))
     chance = 1 / codebook
     assert copied > 4 * chance and copied > 2.5 * alone, (copied, alone, chance)
