@@ -128,15 +128,15 @@ def attention_mask(q_segments_BT, q_positions_BT, k_segments_BS, k_positions_BS)
 QUERY_CHUNK = 128  # causal self-attention works in query blocks of this many rows
 
 
-def dot_product_attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS, causal_blocks: bool = False) -> jax.Array:
+def dot_product_attention(q_BTHE, k_BKSE, v_BKSE, mask_BTS, causal_blocks: bool = False) -> jax.Array:
     """Softmax attention under a boolean mask. With `causal_blocks` (self-attention over rows
     whose mask never lets a query see a later key, as packed causal rows are), queries go in
     blocks of QUERY_CHUNK rows and each block reads only the keys up to its own end: the
-    same result without computing the masked upper triangle's blocks."""
+    same result without computing the masked upper triangle's blocks. Keys and values come head
+    first, as the cache stores them."""
     b, t, h, e = q_BTHE.shape
-    k_heads = k_BSKE.shape[2]
+    k_heads = k_BKSE.shape[1]
     q_BKGTE = (q_BTHE * e ** -0.5).reshape(b, t, k_heads, h // k_heads, e).transpose(0, 2, 3, 1, 4)
-    k_BKSE, v_BKSE = k_BSKE.transpose(0, 2, 1, 3), v_BSKE.transpose(0, 2, 1, 3)
 
     def attend(q_part_BKGTE, mask_part_BTS):
         keys = mask_part_BTS.shape[-1]
@@ -146,7 +146,7 @@ def dot_product_attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS, causal_blocks: bool 
         probs = jax.nn.softmax(logits, axis=-1).astype(v_BKSE.dtype)
         return jnp.einsum("bkgts,bkse->bkgte", probs, v_BKSE[:, :, :keys])
 
-    blocks = t // QUERY_CHUNK if causal_blocks and t == k_BSKE.shape[1] and t % QUERY_CHUNK == 0 else 1
+    blocks = t // QUERY_CHUNK if causal_blocks and t == k_BKSE.shape[2] and t % QUERY_CHUNK == 0 else 1
     if blocks == 1:
         out_BKGTE = attend(q_BKGTE, mask_BTS)
     else:
@@ -191,7 +191,8 @@ class Attention(nnx.Module):
     def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segments_BT: jax.Array) -> jax.Array:
         q, k, v = self.project(x_BTD, positions_BT)
         mask = attention_mask(segments_BT, positions_BT, segments_BT, positions_BT)
-        return self.output(dot_product_attention(q, k, v, mask, causal_blocks=True))
+        k_BKSE, v_BKSE = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+        return self.output(dot_product_attention(q, k_BKSE, v_BKSE, mask, causal_blocks=True))
 
     def cached(self, x_BTD: jax.Array, positions_BT: jax.Array, cache: LayerCache | StackedLayer
                ) -> tuple[jax.Array, LayerCache | StackedLayer]:
@@ -200,9 +201,9 @@ class Attention(nnx.Module):
         the slots at or before its own position."""
         q, k, v = self.project(x_BTD, positions_BT)
         cache = cache.write(k, v, positions_BT[:, 0])
-        slots_S = jnp.arange(cache.k_BSKE.shape[1])
+        slots_S = jnp.arange(cache.k_BKSE.shape[2])
         mask_BTS = slots_S[None, None, :] <= positions_BT[:, :, None]
-        return self.output(dot_product_attention(q, cache.k_BSKE, cache.v_BSKE, mask_BTS)), cache
+        return self.output(dot_product_attention(q, cache.k_BKSE, cache.v_BKSE, mask_BTS)), cache
 
 
 class MLP(nnx.Module):

@@ -14,8 +14,9 @@ def test_causal_blocks_equal_full_attention_on_packed_rows():
     keys = jax.random.split(jax.random.key(0), 3)
     q = jax.random.normal(keys[0], (2, t, 4, 8))
     k, v = (jax.random.normal(key, (2, t, 2, 8)) for key in keys[1:])  # grouped: 2 query heads per kv head
-    full = dot_product_attention(q, k, v, mask)
-    blocked = dot_product_attention(q, k, v, mask, causal_blocks=True)
+    k_BKSE, v_BKSE = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # head first, as the cache stores them
+    full = dot_product_attention(q, k_BKSE, v_BKSE, mask)
+    blocked = dot_product_attention(q, k_BKSE, v_BKSE, mask, causal_blocks=True)
     np.testing.assert_allclose(blocked, full, atol=1e-6)
     reference = np.einsum("bthe,bshe->bhts", np.asarray(q), np.repeat(np.asarray(k), 2, axis=2)) / np.sqrt(8)
     reference = np.where(np.asarray(mask)[:, None], reference, -np.inf)
