@@ -47,3 +47,16 @@ def test_a_stacked_layer_writes_only_its_own_layers_slots():
     np.testing.assert_array_equal(written.stack.v_LBKSE, expected_v)
     np.testing.assert_array_equal(written.k_BKSE, expected_k[1])
     np.testing.assert_array_equal(written.v_BKSE, expected_v[1])
+
+
+def test_one_row_is_written_as_many_rows_are():
+    k, v = _new(1, 2)
+    old_k, old_v = _filled((3, 1, 2, 6, 3), 2)  # [L, B, K, S, E]
+    one = StackedCache(old_k, old_v).layer(jnp.int32(2)).write(k, v, jnp.asarray([3])).stack
+    expected_k = np.array(old_k)
+    expected_k[2, 0, :, 3:5] = np.swapaxes(k[0], 0, 1)
+    np.testing.assert_array_equal(one.k_LBKSE, expected_k)
+    pair = LayerCache(*_filled((2, 2, 6, 3), 3)).write(jnp.concatenate([k, k]), jnp.concatenate([v, v]),
+                                                       jnp.asarray([3, 3]))
+    alone = LayerCache(pair.k_BKSE[:1] * 0, pair.v_BKSE[:1] * 0).write(k, v, jnp.asarray([3]))
+    np.testing.assert_array_equal(alone.k_BKSE[0, :, 3:5], pair.k_BKSE[0, :, 3:5])
