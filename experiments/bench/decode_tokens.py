@@ -41,6 +41,12 @@ EXPERIMENTS = Path(__file__).resolve().parents[1]
 CASES = {"batch 1": (1, 1.0), "batch 8": (8, 1.0), "CFG 3, batch 1": (1, 3.0)}
 
 
+def bench_vocab(model_config, image_tokens: int) -> MultimodalVocab:
+    """bench-small's 16,384 ids as a multimodal vocabulary: 8,192 image codes, `image_tokens`-code images."""
+    specials = len(MultimodalVocab(1, 1, 1).specials)
+    return MultimodalVocab(model_config.vocab_size - 8192 - specials, 8192, image_tokens)
+
+
 class JaxSide:
     def __init__(self, model_config, vocab: MultimodalVocab, prompt_len: int, new_tokens: int, top_p: float):
         self.model = Decoder(model_config, nnx.Rngs(0))
@@ -113,10 +119,7 @@ def main() -> None:
     config = load_config(str(EXPERIMENTS / "bench_small.py"))
     model_config = decoder_config(config)
     d = config.decode
-    # bench-small's 16,384 ids as a multimodal vocabulary: 8,192 image codes, 256-code images.
-    specials = len(MultimodalVocab(1, 1, 1).specials)
-    vocab = MultimodalVocab(model_config.vocab_size - 8192 - specials, 8192, d.new_tokens)
-    ours = JaxSide(model_config, vocab, d.prompt_len, d.new_tokens, d.top_p)
+    ours = JaxSide(model_config, bench_vocab(model_config, d.new_tokens), d.prompt_len, d.new_tokens, d.top_p)
     peer = TorchSide(model_config, ours.prompts, d.new_tokens, d.top_p)
     times = {side: {case: [] for case in CASES} for side in ("cm3jax", "peer")}  # one entry per round
     for _ in range(args.rounds):

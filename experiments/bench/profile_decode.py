@@ -4,7 +4,8 @@ cases) traced with jax.profiler, each XLA op's time summed by the source functio
     python experiments/bench/profile_decode.py [--cases "batch 1,batch 8"] [--top 12]
         [--json runs/bench/profile_decode.json]
 
-For each case the script samples once to compile, then traces one more call. Every op the CPU
+The model, prompts and cases are decode_tokens.py's (its JaxSide, which compiles every case as
+it is built); the script traces one more call of each case. Every op the CPU
 runtime executed (the trace's events with an `hlo_op`; control thunks such as `while` and
 `cond`, which contain others, are left out) is charged to the Python function that emitted it
 (the innermost frame of its stack in the optimized HLO that XLA dumps: `layers.py:Attention.__call__`,
@@ -25,7 +26,6 @@ os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={DUM
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
-import functools  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
@@ -33,20 +33,14 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
 
 from cm3jax.benchmarking import QuietCheck, machine  # noqa: E402
 from cm3jax.config import decoder_config, load_config  # noqa: E402
 from cm3jax.errors import UserError  # noqa: E402
 from cm3jax.fileio import atomic_write_text  # noqa: E402
-from cm3jax.model.decoder import Decoder  # noqa: E402
-from cm3jax.sampling.sampler import generate  # noqa: E402
-from cm3jax.sampling.strategies import SamplingSettings  # noqa: E402
-from cm3jax.vocab import MultimodalVocab  # noqa: E402
+from decode_tokens import CASES, JaxSide, bench_vocab  # noqa: E402  (this script's folder is on sys.path)
 
 EXPERIMENTS = Path(__file__).resolve().parents[1]
-CASES = {"batch 1": (1, 1.0), "batch 8": (8, 1.0), "CFG 3, batch 1": (1, 3.0)}
 CONTROL = ("while", "cond", "conditional", "call")  # thunks whose time is that of the ops inside them
 INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?metadata=\{([^}]*)\}")
 FIELD_EQ = re.compile(r"(\w+)=(\d+)")
@@ -79,11 +73,11 @@ def hlo_sources(dump_dir: str, module: str, program_id: int) -> dict[str, str]:
         locations, frames = tables.get("FileLocations", {}), tables.get("StackFrames", {})
         for line in lines:
             match = INSTRUCTION.match(line)
-            frame = re.search(r"stack_frame_id=(\d+)", match.group(2)) if match else None
-            if not frame or int(frame.group(1)) not in frames:
+            frame = dict(FIELD_EQ.findall(match.group(2))).get("stack_frame_id") if match else None
+            if frame is None or int(frame) not in frames:
                 continue
-            location = dict(FIELD_EQ.findall(locations.get(int(re.search(r"file_location_id=(\d+)",
-                                                                          frames[int(frame.group(1))]).group(1)), "")))
+            location_id = dict(FIELD_EQ.findall(frames[int(frame)])).get("file_location_id", "0")
+            location = dict(FIELD_EQ.findall(locations.get(int(location_id), "")))
             if "file_name_id" in location:
                 where = os.path.basename(files.get(int(location["file_name_id"]), "?"))
                 sources[match.group(1)] = f"{where}:{functions.get(int(location['function_name_id']), '?')}"
@@ -106,31 +100,25 @@ def op_times(profile_dir: str) -> dict[tuple[str, int, str], float]:
     return times
 
 
-def profile_case(model, vocab: MultimodalVocab, prompts, case: str, new_tokens: int, top_p: float) -> dict:
-    batch, scale = CASES[case]
-    uncond = np.array([vocab.mask_id, vocab.break_id], np.int32)
-    requests = [(p, uncond) if scale != 1.0 else (p,) for p in prompts[:batch]]
-    settings = SamplingSettings(top_p=top_p, cfg_scale=scale)
-
-    def run():
-        out = generate(model, vocab, requests, settings, new_tokens, until="image")
-        assert out.lengths.min() == new_tokens, out.lengths
-
-    run()
+def profile_case(ours: JaxSide, case: str) -> dict:
+    """One traced call of `case` on decode_tokens' JaxSide (already compiled), its ops' thread
+    time summed per emitting function."""
     trace_dir = tempfile.mkdtemp(prefix="profile_decode_trace_")
     with jax.profiler.trace(trace_dir):
         start = time.perf_counter()
-        run()
+        ours.run(case)
         wall = time.perf_counter() - start
     times = op_times(trace_dir)
-    sources = functools.lru_cache(maxsize=None)(lambda module, program: hlo_sources(DUMP, module, program))
+    sources = {key: hlo_sources(DUMP, *key) for key in {(module, program) for module, program, _ in times}}
     by_function, ops = collections.Counter(), collections.Counter()
+    new_tokens = ours.new_tokens
     for (module, program, op), seconds in times.items():
         kind = op.rsplit(".", 1)[0] if op.rsplit(".", 1)[-1].isdigit() else op
-        function = sources(module, program).get(op, f"{module}: {kind} (no source)")
+        function = sources[(module, program)].get(op, f"{module}: {kind} (no source)")
         by_function[function] += seconds
         ops[(f"{module}/{op}", function)] += seconds
     total = sum(times.values())
+    batch, scale = CASES[case]
     return {"batch": batch, "cfg_scale": scale, "wall_seconds": wall, "step_ms": 1e3 * wall / new_tokens,
             "op_thread_seconds": total,
             "by_function": [{"function": f, "ms_per_step": 1e3 * s / new_tokens, "share": s / total}
@@ -158,13 +146,8 @@ def main() -> None:
     config = load_config(args.config)
     model_config = decoder_config(config)
     d = config.decode
-    specials = len(MultimodalVocab(1, 1, 1).specials)
-    vocab = MultimodalVocab(model_config.vocab_size - 8192 - specials, 8192, d.new_tokens)
-    model = Decoder(model_config, nnx.Rngs(0))
-    rng = np.random.default_rng(0)
-    prompts = [np.append(rng.integers(vocab.text_offset, vocab.image_offset, d.prompt_len - 1), vocab.break_id)
-               for _ in range(8)]
-    results = {case: profile_case(model, vocab, prompts, case, d.new_tokens, d.top_p) for case in cases}
+    ours = JaxSide(model_config, bench_vocab(model_config, d.new_tokens), d.prompt_len, d.new_tokens, d.top_p)
+    results = {case: profile_case(ours, case) for case in cases}
 
     print(f"\nwhere a decode step's time goes ({args.config}, {d.prompt_len}-token prompt + {d.new_tokens} new "
           f"tokens, top-p {d.top_p}, float32); {machine()}; {quiet.summary()}")
