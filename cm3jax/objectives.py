@@ -86,11 +86,11 @@ def cm3_mask(tokens, vocab: MultimodalVocab, spans) -> Masked:
     prefix.append(tokens[cursor:])
     parts = prefix + (moved if spans else []) + [np.array([vocab.eos_id], np.int32)]
     out = np.concatenate(parts).astype(np.int32)
-    weights = np.where(_is_sentinel(out, vocab), 0.0, 1.0).astype(np.float32)
+    weights = np.where(is_sentinel(out, vocab), 0.0, 1.0).astype(np.float32)
     return Masked(out, weights, spans)
 
 
-def _is_sentinel(tokens: np.ndarray, vocab: MultimodalVocab) -> np.ndarray:
+def is_sentinel(tokens: np.ndarray, vocab: MultimodalVocab) -> np.ndarray:
     first = vocab.sentinel_id(0)
     return (tokens >= first) & (tokens < first + MAX_SENTINELS)
 

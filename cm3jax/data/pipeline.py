@@ -68,22 +68,28 @@ def _rename(packed: dict) -> dict[str, np.ndarray]:
             "segments": packed["inputs_segment_ids"].astype(np.int32)}
 
 
-def make_pipeline(examples: grain.MapDataset, to_document: Callable, codec: DocumentCodec,
-                  objective: ObjectiveConfig, seq_len: int, local_batch: int, seed: int,
+def document_rows(to_document: Callable, codec: DocumentCodec, objective: ObjectiveConfig, seq_len: int,
+                  to_context: Callable | None = None) -> Callable:
+    """`(example, rng) -> row` of pretraining: `to_document(example, rng) -> segments` builds a
+    document from a source example, `to_context(example, rng) -> [ids]` (optional) the retrieved
+    documents to put before it, and the objective masks them."""
+    def to_row(example, rng):
+        context = to_context(example, rng) if to_context is not None else ()
+        return to_training_example(to_document(example, rng), codec, objective, seq_len, rng, context)
+    return to_row
+
+
+def make_pipeline(examples: grain.MapDataset, to_row: Callable, seq_len: int, local_batch: int, seed: int,
                   process_index: int = 0, process_count: int = 1, packing_bins: int | None = None,
-                  repeat: bool = True, to_context: Callable | None = None) -> grain.IterDataset:
-    """`to_document(example, rng) -> segments` builds a document from a source example, and
-    `to_context(example, rng) -> [ids]` (optional) the retrieved documents to put before it."""
+                  repeat: bool = True) -> grain.IterDataset:
+    """`to_row(example, rng) -> {inputs, targets, weights}` makes a row of at most `seq_len` tokens
+    (`document_rows` for pretraining, `cm3jax.data.sft.TaskMixture` for instruction tuning)."""
     shard = examples[process_index::process_count]
     shard = shard.shuffle(seed=seed)
     if repeat:
         shard = shard.repeat()
 
-    def transform(example, rng):
-        context = to_context(example, rng) if to_context is not None else ()
-        return to_training_example(to_document(example, rng), codec, objective, seq_len, rng, context)
-
-    rows = shard.random_map(transform, seed=seed).to_iter_dataset()
+    rows = shard.random_map(to_row, seed=seed).to_iter_dataset()
     lengths = {k: seq_len for k in FIELDS}
     packed = grain_experimental.FirstFitPackIterDataset(
         rows, length_struct=lengths, num_packing_bins=packing_bins or local_batch, seed=seed)

@@ -20,7 +20,7 @@ from cm3jax.documents import ImageSegment, SpecialToken, TextSegment
 from cm3jax.errors import UserError
 from cm3jax.image_tokenizer.pretokenize import read_codes
 from cm3jax.shapes.captions import EMBLEM_FORMS
-from cm3jax.shapes.dataset import data_source
+from cm3jax.shapes.dataset import data_source, scene_of
 from cm3jax.shapes.emblems import THROWAWAY_NAMES
 
 
@@ -59,10 +59,18 @@ class ShapesMixture:
     cfg_dropout: float = 0.1  # text -> image documents whose caption becomes <mask>
 
 
-class JoinedSource(grain.RandomAccessDataSource):
-    """Example i: the Shapes example's caption and the codes of its image."""
+# What an instruction-tuning example reads besides the caption and image codes (cm3jax.data.sft).
+TASK_TEXTS = ("question", "answer", "edit_instruction", "grounding_caption")
+TASK_CODES = ("edit_codes", "grounding_codes", "edges_codes", "segmentation_codes")
 
-    def __init__(self, shapes_dir: str, codes_dir: str, split: str, tokenizer_fingerprint: str | None = None):
+
+class JoinedSource(grain.RandomAccessDataSource):
+    """Example i: the Shapes example's caption and the codes of its image; with `tasks`, also
+    every instruction-tuning task's texts and codes, and whether the scene is an emblem."""
+
+    def __init__(self, shapes_dir: str, codes_dir: str, split: str, tokenizer_fingerprint: str | None = None,
+                 tasks: bool = False):
+        self.tasks = tasks
         self.scenes = data_source(shapes_dir, split)
         self.codes = read_codes(codes_dir, split, tokenizer_fingerprint)
         if len(self.scenes) != len(self.codes):
@@ -76,7 +84,18 @@ class JoinedSource(grain.RandomAccessDataSource):
         scene, codes = self.scenes[index], self.codes[index]
         if scene["id"] != codes["id"]:
             raise UserError(f"Scene {scene['id']!r} and codes {codes['id']!r} do not pair up at index {index}.")
-        return {"caption": scene["caption"].decode(), "codes": np.asarray(codes["codes"]), "index": index}
+        example = {"caption": scene["caption"].decode(), "codes": np.asarray(codes["codes"]), "index": index}
+        if self.tasks:
+            missing = [key for key in TASK_CODES if key not in codes]
+            if missing:
+                raise UserError(f"The codes lack {', '.join(missing)} (pretokenized from image files, not a made "
+                                f"Shapes dataset); instruction tuning needs codes from `cm3jax tokenizer pretokenize "
+                                f"--source SHAPES_DIR`.")
+            example.update({key: scene[key].decode() for key in TASK_TEXTS})
+            example.update({key: np.asarray(codes[key]) for key in TASK_CODES})
+            example["id"] = scene["id"].decode()
+            example["is_emblem"] = scene_of(scene).emblem is not None
+        return example
 
 
 def shapes_document(example: dict, rng: np.random.Generator, mixture: ShapesMixture) -> tuple:

@@ -24,7 +24,8 @@ from flax import nnx
 from cm3jax import training_loop
 from cm3jax.checkpoints import Checkpoints, Json
 from cm3jax.config import decoder_config, with_recorded_paths
-from cm3jax.data.pipeline import ObjectiveConfig, global_batch, make_pipeline
+from cm3jax.data.pipeline import ObjectiveConfig, document_rows, global_batch, make_pipeline
+from cm3jax.data.sft import TaskMixture
 from cm3jax.data.shapes_tasks import (JoinedSource, ShapesMixture, ThrowawayEmblemMix, shapes_document,
                                       throwaway_context)
 from cm3jax.data.tokenizers import load_codec
@@ -75,17 +76,34 @@ def throwaway_codes(config: ml_collections.ConfigDict, tokenizer) -> np.ndarray 
     return encode_images(tokenizer, patterns)
 
 
+def is_instruction_tuning(config: ml_collections.ConfigDict) -> bool:
+    """A config whose `data.tasks` weighs instruction-tuning tasks trains on their templates."""
+    return bool(config.data.get("tasks"))
+
+
 def _pipeline(config, codec, split: str, seed: int, repeat: bool, retrieval=None, throwaway=None):
     """The split's packed batches; with `retrieval` (bank, neighbours), each example after up
     to `data.retrieved_documents` of its offline neighbours; with `throwaway` (pattern codes), a
-    share `data.throwaway_emblems` of the examples invented emblems after their documents."""
-    source = grain.MapDataset.source(
-        JoinedSource(config.data.shapes_dir, config.data.codes_dir, split, codec.vocab.image_fingerprint))
-    if throwaway is not None:
-        source = source.random_map(ThrowawayEmblemMix(throwaway, config.data.throwaway_emblems), seed=seed + 1)
+    share `data.throwaway_emblems` of the examples invented emblems after their documents. With
+    `data.tasks`, the instruction-tuning mixture's rows instead (cm3jax.data.sft)."""
+    tuning = is_instruction_tuning(config)
+    source = grain.MapDataset.source(JoinedSource(config.data.shapes_dir, config.data.codes_dir, split,
+                                                  codec.vocab.image_fingerprint, tasks=tuning))
+    local_batch = config.train.batch_size // jax.process_count()
+    if tuning:
+        to_row = TaskMixture(dict(config.data.tasks), codec, config.train.seq_len, config.data.get("loss_on", "all"),
+                             config.data.get("cfg_dropout", 0.0))
+    else:
+        to_row = _pretraining_rows(config, codec, split, retrieval, throwaway)
+        if throwaway is not None:
+            source = source.random_map(ThrowawayEmblemMix(throwaway, config.data.throwaway_emblems), seed=seed + 1)
+    return make_pipeline(source, to_row, config.train.seq_len, local_batch, seed, jax.process_index(),
+                         jax.process_count(), repeat=repeat)
+
+
+def _pretraining_rows(config, codec, split: str, retrieval, throwaway):
     mixture = ShapesMixture(config.data.image_to_text, config.data.cfg_dropout)
     objective = ObjectiveConfig(config.data.cm3_rate, config.data.span_rate)
-    local_batch = config.train.batch_size // jax.process_count()
     bank, rows = (retrieval[0], retrieval[1][split]) if retrieval is not None else (None, None)
 
     def to_context(example, rng):
@@ -96,10 +114,8 @@ def _pipeline(config, codec, split: str, seed: int, repeat: bool, retrieval=None
             return ()
         return sample_context(bank, rows[example["index"]], rng, config.data.retrieved_documents)
 
-    return make_pipeline(source, functools.partial(shapes_document, mixture=mixture),
-                         codec, objective, config.train.seq_len, local_batch, seed,
-                         jax.process_index(), jax.process_count(), repeat=repeat,
-                         to_context=to_context if retrieval is not None or throwaway is not None else None)
+    return document_rows(functools.partial(shapes_document, mixture=mixture), codec, objective, config.train.seq_len,
+                         to_context if retrieval is not None or throwaway is not None else None)
 
 
 def _set_image_ids(config: ml_collections.ConfigDict, vocab: MultimodalVocab, tokenizer) -> None:
@@ -130,6 +146,16 @@ def with_code_vectors(params, config: ml_collections.ConfigDict, tokenizer):
     codes = params["image_codes"]
     codes[...] = jax.device_put(vectors, codes[...].sharding)
     return params
+
+
+def _initial_params(params, config: ml_collections.ConfigDict, tokenizer):
+    """A fresh run's parameters: those of the checkpoint it fine-tunes (`config.finetune`), else
+    a new model's (with the tokenizer's code vectors where the model reads them)."""
+    base = config.get("finetune")
+    if not base:
+        return with_code_vectors(params, config, tokenizer)
+    with Checkpoints(base["from"], read_only=True) as checkpoints:
+        return checkpoints.restore(base["step"], {"params": params})["params"]
 
 
 def _check_resumable(saved: dict, config, vocab: MultimodalVocab, where: str) -> None:
@@ -168,14 +194,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, codec: DocumentCodec
     param_shardings = state_shardings(abstract_params, mesh)
     init_params = jax.jit(lambda: nnx.split(Decoder(model_config, nnx.Rngs(config.train.seed)), nnx.Param)[1],
                           out_shardings=param_shardings)
-    retrieval = retrieval_inputs(config, codec)
+    tuning = is_instruction_tuning(config)  # its rows read neither retrieved nor invented documents
+    retrieval = None if tuning else retrieval_inputs(config, codec)
     data = iter(_pipeline(config, codec, "train", config.train.seed, repeat=True, retrieval=retrieval,
-                          throwaway=throwaway_codes(config, image_tokenizer)))
+                          throwaway=None if tuning else throwaway_codes(config, image_tokenizer)))
     primary = jax.process_index() == 0  # the one process that writes logs and pictures
     with mesh_context(mesh):
         with Checkpoints(workdir, keep=config.checkpoint.keep) as checkpoints:
             start = checkpoints.latest_step() or 0
-            params = init_params() if start else with_code_vectors(init_params(), config, image_tokenizer)
+            params = init_params() if start else _initial_params(init_params(), config, image_tokenizer)
             opt_state = jax.jit(tx.init)(params)
             opt_state = jax.device_put(opt_state, optimizer_shardings(tx, opt_state, param_shardings, mesh))
             if start:

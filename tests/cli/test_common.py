@@ -23,7 +23,7 @@ def test_a_trailing_override_without_a_value_is_kept_for_the_config_parser_to_re
 
 # Every argument naming something a command reads; each must be an InputPath.
 INPUTS = {"scenes", "images", "corpus", "source", "tokenizer", "ckpt", "yaml", "clip", "data", "codes",
-          "text_tokenizer", "image_tokenizer", "bank", "index", "image", "checkpoint", "vqgan"}
+          "text_tokenizer", "image_tokenizer", "bank", "index", "image", "checkpoint", "vqgan", "base"}
 
 
 def _leaves(parser, path=()):

@@ -8,7 +8,7 @@ import pytest
 
 from cm3jax import cli
 
-GROUPS = {"shapes", "tokenizer", "model", "train", "retrieval", "generate", "caption", "answer", "edit", "infill",
+GROUPS = {"shapes", "tokenizer", "model", "train", "finetune", "retrieval", "generate", "caption", "answer", "edit", "infill",
           "eval", "demo", "import", "export"}
 
 

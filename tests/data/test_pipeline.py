@@ -4,7 +4,7 @@ import grain.python as grain
 import numpy as np
 import pytest
 
-from cm3jax.data.pipeline import ObjectiveConfig, make_pipeline
+from cm3jax.data.pipeline import ObjectiveConfig, document_rows, make_pipeline
 from cm3jax.data.shapes_tasks import ShapesMixture, shapes_document
 from cm3jax.documents import DocumentCodec
 from cm3jax.objectives import unmask
@@ -28,8 +28,8 @@ def _examples(n=40):
 
 
 def _pipeline(codec, seed=0, process_index=0, process_count=1, repeat=True, mixture=ShapesMixture()):
-    return make_pipeline(_examples(), functools.partial(shapes_document, mixture=mixture), codec, ObjectiveConfig(),
-                         SEQ_LEN, local_batch=4, seed=seed, process_index=process_index,
+    to_row = document_rows(functools.partial(shapes_document, mixture=mixture), codec, ObjectiveConfig(), SEQ_LEN)
+    return make_pipeline(_examples(), to_row, SEQ_LEN, local_batch=4, seed=seed, process_index=process_index,
                          process_count=process_count, repeat=repeat)
 
 

@@ -11,7 +11,7 @@ import grain.python as grain
 import numpy as np
 import pytest
 
-from cm3jax.data.pipeline import ObjectiveConfig, make_pipeline
+from cm3jax.data.pipeline import ObjectiveConfig, document_rows, make_pipeline
 from cm3jax.data.shapes_tasks import JoinedSource, ShapesMixture, shapes_document
 from cm3jax.documents import DocumentCodec, ImageSegment, SpecialToken, TextSegment
 from cm3jax.errors import UserError
@@ -48,9 +48,9 @@ def test_condition_dropout_replaces_the_caption_by_mask(tokenizer_files):
     codec = DocumentCodec(MultimodalVocab(text.vocab_size, 16, 4, text.fingerprint), text, (2, 2))
     mixture = ShapesMixture(image_to_text=0.0, cfg_dropout=1.0)
     for seed in range(5):  # through the pipeline of packed, CM3-masked rows too
-        batch = next(iter(make_pipeline(grain.MapDataset.source([EXAMPLE] * 8),
-                                        functools.partial(shapes_document, mixture=mixture), codec,
-                                        ObjectiveConfig(), 64, local_batch=2, seed=seed)))
+        to_row = document_rows(functools.partial(shapes_document, mixture=mixture), codec, ObjectiveConfig(), 64)
+        batch = next(iter(make_pipeline(grain.MapDataset.source([EXAMPLE] * 8), to_row, 64, local_batch=2,
+                                        seed=seed)))
         for row in range(2):
             segments = batch["segments"][row]
             for segment in set(segments.tolist()) - {0}:

@@ -16,43 +16,10 @@ import pytest
 from cm3jax.checkpoints import Checkpoints, Json
 from cm3jax.config import from_json_dict, load_config
 from cm3jax.errors import UserError
-from cm3jax.image_tokenizer.checkpoints import load_tokenizer
-from cm3jax.image_tokenizer.pretokenize import pretokenize
-from cm3jax.image_tokenizer.train import train as train_image_tokenizer
-from cm3jax.shapes.dataset import WorldSpec, make
-from cm3jax.shapes.corpus import shapes_corpus
-from cm3jax.text_tokenizer import train_text_tokenizer
 from cm3jax.train import loop
 from cm3jax.train.loop import Stopped, train
+from tests.train.conftest import ROOT, tiny_config, tiny_overrides
 from cm3jax.vocab import MultimodalVocab
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("world")
-    make(str(tmp / "shapes"), WorldSpec(num_train=48, num_eval=16, num_novel=0, num_emblems_unseen=0, num_memory=0),
-         workers=1, progress=False)
-    train_text_tokenizer(shapes_corpus(num_scenes=300), 400).save(str(tmp / "text.model"))
-    train_image_tokenizer(load_config(f"{ROOT}/tokenizers/vqgan_shapes.py:tiny"), str(tmp / "vqgan"), progress=False)
-    image_model, _ = load_tokenizer(str(tmp / "vqgan"))
-    pretokenize(str(tmp / "shapes"), str(tmp / "codes"), image_model, batch_size=16, progress=False)
-    return tmp
-
-
-def _overrides(world, **train_overrides):
-    overrides = [f"--config.data.{k}={world / v}" for k, v in
-                 (("shapes_dir", "shapes"), ("codes_dir", "codes"), ("text_tokenizer", "text.model"),
-                  ("image_tokenizer", "vqgan"))]
-    overrides += ["--config.model.d_model=32", "--config.model.n_layers=2", "--config.model.n_heads=2",
-                  "--config.model.mlp_hidden=64"]
-    return overrides + [f"--config.train.{k}={v}" for k, v in train_overrides.items()]
-
-
-def _config(world, **train_overrides):
-    return load_config(f"{ROOT}/experiments/shapes_tiny.py:test", _overrides(world, **train_overrides))
-
 
 def _records(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -64,10 +31,10 @@ def _losses(workdir):
 
 
 def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(world, tmp_path):
-    results = train(_config(world), str(tmp_path / "whole"), progress=False)
+    results = train(tiny_config(world), str(tmp_path / "whole"), progress=False)
     assert results["step"] == 6 and (tmp_path / "whole" / "loss.png").exists()
-    assert train(_config(world), str(tmp_path / "split"), stop_at_step=3, progress=False)["step"] == 3
-    train(_config(world), str(tmp_path / "split"), progress=False)
+    assert train(tiny_config(world), str(tmp_path / "split"), stop_at_step=3, progress=False)["step"] == 3
+    train(tiny_config(world), str(tmp_path / "split"), progress=False)
     np.testing.assert_allclose(_losses(tmp_path / "split"), _losses(tmp_path / "whole"), rtol=1e-6)
     records = _records(tmp_path / "split")
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6] and {r["kind"] for r in records} == {"train"}
@@ -85,7 +52,7 @@ def test_a_sequence_longer_than_the_model_is_refused(tmp_path):
 
 def test_image_positions_other_than_the_tokenizers_are_refused(world, tmp_path):
     config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test",
-                         _overrides(world) + ["--config.model.image_positions=16"])
+                         tiny_overrides(world) + ["--config.model.image_positions=16"])
     with pytest.raises(UserError, match="image tokenizer makes 64 tokens per image; set it to 64"):
         train(config, str(tmp_path / "run"), progress=False)
 
@@ -94,7 +61,7 @@ def test_training_copies_the_codebook_into_the_model_and_never_changes_it(world,
     from cm3jax.image_tokenizer.codebook import codebook_features
     from cm3jax.sampling.inference import TrainedDecoder
     config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test",
-                         _overrides(world) + ["--config.model.image_code_features=8"])
+                         tiny_overrides(world) + ["--config.model.image_code_features=8"])
     train(config, str(tmp_path / "run"), progress=False)
     trained = TrainedDecoder.load(str(tmp_path / "run"))
     assert trained.step == 6
@@ -106,7 +73,7 @@ def test_training_copies_what_each_code_draws_into_the_model(world, tmp_path):
     from cm3jax.image_tokenizer.codebook import pixel_features
     from cm3jax.image_tokenizer.codec import code_looks
     from cm3jax.sampling.inference import TrainedDecoder
-    config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test", _overrides(world) + [
+    config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test", tiny_overrides(world) + [
         "--config.model.image_code_features=64", "--config.model.image_code_source=pixels"])
     train(config, str(tmp_path / "run"), progress=False)
     trained = TrainedDecoder.load(str(tmp_path / "run"))
@@ -116,7 +83,7 @@ def test_training_copies_what_each_code_draws_into_the_model(world, tmp_path):
 
 @pytest.mark.parametrize("source, width", [("codebook", 8), ("pixels", 64)])
 def test_image_code_features_other_than_the_code_vectors_are_refused(world, tmp_path, source, width):
-    config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test", _overrides(world) + [
+    config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test", tiny_overrides(world) + [
         "--config.model.image_code_features=16", f"--config.model.image_code_source={source}"])
     with pytest.raises(UserError, match=f"'{source}'\\) have {width} dimensions; set it to {width}"):
         train(config, str(tmp_path / "run"), progress=False)
@@ -126,7 +93,7 @@ def test_image_code_features_other_than_the_code_vectors_are_refused(world, tmp_
 def test_a_checkpoint_saved_before_a_model_switch_existed_resumes(world, tmp_path):
     """A key that a saved config lacks counts as its default; a changed value is still refused."""
     workdir = str(tmp_path / "run")
-    assert train(_config(world), workdir, stop_at_step=2, progress=False)["step"] == 2
+    assert train(tiny_config(world), workdir, stop_at_step=2, progress=False)["step"] == 2
     with Checkpoints(workdir, read_only=True) as store:
         saved = store.restore(2, {"config": Json(), "vocab": Json()})
     current, vocab = from_json_dict(copy.deepcopy(saved["config"])), MultimodalVocab.from_json(saved["vocab"])
@@ -139,8 +106,8 @@ def test_a_checkpoint_saved_before_a_model_switch_existed_resumes(world, tmp_pat
 
 
 def test_shapes_eval_loss_falls(world, tmp_path):
-    barely_trained = train(_config(world, steps=4), str(tmp_path / "short"), progress=False)["eval_nll"]
-    trained = train(_config(world, steps=60), str(tmp_path / "long"), progress=False)["eval_nll"]
+    barely_trained = train(tiny_config(world, steps=4), str(tmp_path / "short"), progress=False)["eval_nll"]
+    trained = train(tiny_config(world, steps=60), str(tmp_path / "long"), progress=False)["eval_nll"]
     assert trained < 0.8 * barely_trained, (barely_trained, trained)
 
 
@@ -155,7 +122,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(world, tmp_path, monkeypatch):
         return real(local, mesh)
     monkeypatch.setattr(loop, "global_batch", batch_then_sigterm)
     with pytest.raises(Stopped, match="SIGTERM at step 3"):
-        train(_config(world, steps=20), str(tmp_path / "run"), progress=False)
+        train(tiny_config(world, steps=20), str(tmp_path / "run"), progress=False)
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints"))[-1] == "3"
 
 
@@ -170,13 +137,13 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(world, tmp_path, mo
         return real(local, mesh)
     monkeypatch.setattr(loop, "global_batch", poisoned_at_step_3)
     with pytest.raises(UserError, match=r"loss became nan at step 3.*last good checkpoint \(step 2\)"):
-        train(_config(world), str(tmp_path / "run"), progress=False)
+        train(tiny_config(world), str(tmp_path / "run"), progress=False)
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2"]
 
 
 def test_corrupt_or_incompatible_checkpoints_are_refused(world, tmp_path):
-    train(_config(world), str(tmp_path / "run"), stop_at_step=2, progress=False)
-    other = _config(world)
+    train(tiny_config(world), str(tmp_path / "run"), stop_at_step=2, progress=False)
+    other = tiny_config(world)
     other.model.d_model = 48
     with pytest.raises(UserError, match="other model settings.*d_model"):
         train(other, str(tmp_path / "run"), progress=False)
@@ -184,7 +151,7 @@ def test_corrupt_or_incompatible_checkpoints_are_refused(world, tmp_path):
         if path.is_file() and "params" in str(path) and path.stat().st_size > 100:
             path.write_bytes(b"\0" * 16)
     with pytest.raises(UserError, match="corrupt"):
-        train(_config(world), str(tmp_path / "run"), progress=False)
+        train(tiny_config(world), str(tmp_path / "run"), progress=False)
 
 
 def _free_port() -> int:
@@ -199,7 +166,7 @@ def _two_processes(world, workdir, stop_at):
     coordinator = f"127.0.0.1:{_free_port()}"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     args = [f"{ROOT}/experiments/shapes_tiny.py:test", str(workdir), coordinator]
-    overrides = json.dumps(_overrides(world, steps=4))
+    overrides = json.dumps(tiny_overrides(world, steps=4))
     procs = [subprocess.Popen([sys.executable, str(Path(__file__).with_name("two_process_worker.py")), *args,
                                str(i), str(stop_at), overrides], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
