@@ -7,25 +7,18 @@ from cm3jax.cli.common import add_config_argument, input_dir, print_json
 
 def _train(args, overrides) -> None:
     from cm3jax.config import load_config
-    from cm3jax.train.loop import train
-    from cm3jax.training_loop import Stopped
-    config = load_config(args.config, overrides)
-    try:
-        results = train(config, args.workdir, stop_at_step=args.stop_at_step)
-    except Stopped as e:
-        print(e)
-        return
-    print_json(results)
-    if results["step"] == config.train.steps:
-        print(f"score it on every task: cm3jax eval --checkpoint {args.workdir}")
+    _run(load_config(args.config, overrides), args)
 
 
 def _finetune(args, overrides) -> None:
     from cm3jax.config import load_config
     from cm3jax.train.finetune import finetune_config
+    _run(finetune_config(load_config(args.config, overrides), args.base), args)
+
+
+def _run(config, args) -> None:
     from cm3jax.train.loop import train
     from cm3jax.training_loop import Stopped
-    config = finetune_config(load_config(args.config, overrides), args.base)
     try:
         results = train(config, args.workdir, stop_at_step=args.stop_at_step)
     except Stopped as e:

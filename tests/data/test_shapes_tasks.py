@@ -17,7 +17,7 @@ from cm3jax.documents import DocumentCodec, ImageSegment, SpecialToken, TextSegm
 from cm3jax.errors import UserError
 from cm3jax.image_tokenizer.pretokenize import pretokenize, tokenizer_fingerprint
 from cm3jax.objectives import unmask
-from cm3jax.shapes.dataset import WorldSpec, data_source, make
+from cm3jax.shapes.dataset import WorldSpec, data_source, make, scene_of
 from cm3jax.vocab import MultimodalVocab
 
 EXAMPLE = {"caption": "a red circle on a black background", "codes": np.arange(4).reshape(2, 2), "index": 0}
@@ -92,6 +92,19 @@ def test_joined_source_pairs_captions_and_codes_by_index(joined):
         assert example["index"] == i and example["caption"] == scenes[i]["caption"].decode()
         assert example["codes"].shape == (8, 8) and 0 <= example["codes"].min() and example["codes"].max() < 32
     assert len(JoinedSource(shapes, codes, "eval")) == 3
+
+
+def test_joined_source_with_tasks_gives_every_instruction_tuning_field(joined):
+    shapes, codes, _, fingerprint = joined
+    scenes = data_source(shapes, "train")
+    source = JoinedSource(shapes, codes, "train", fingerprint, tasks=True)
+    for i in range(len(source)):
+        example = source[i]
+        assert example["question"] == scenes[i]["question"].decode() and example["id"] == scenes[i]["id"].decode()
+        assert example["edit_instruction"] == scenes[i]["edit_instruction"].decode()
+        assert {example[k].shape for k in ("edit_codes", "grounding_codes", "edges_codes", "segmentation_codes")} \
+            == {(8, 8)}
+        assert example["is_emblem"] == (scene_of(scenes[i]).emblem is not None)
 
 
 def test_joined_source_refuses_codes_of_another_length_or_tokenizer(joined):
