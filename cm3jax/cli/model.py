@@ -20,7 +20,7 @@ def mesh_sizes(text: str) -> dict[str, int]:
 
 def _size(args, overrides) -> None:
     from cm3jax.config import decoder_config, load_config
-    from cm3jax.model.size import bytes_per_device, count_params
+    from cm3jax.model.size import bytes_per_device, count_params, decode_roofline
     config = load_config(args.config, overrides)
     model = decoder_config(config)
     shape = mesh_sizes(args.mesh)
@@ -33,6 +33,14 @@ def _size(args, overrides) -> None:
           f"({sizes['devices']} devices), float32, AdamW")
     for key in ("params", "optimizer", "total"):
         print(f"  {key:<10} {sizes[key] / 2 ** 30:9.3f} GiB per device")
+    if args.decode_bandwidth:
+        context = args.decode_context or model.max_seq_len
+        roof = decode_roofline(model, args.decode_batch, context, args.decode_bandwidth * 1e9, devices=shape["tensor"])
+        print(f"decode step, batch {args.decode_batch}, {context} cached tokens, bfloat16, over {shape['tensor']} "
+              f"tensor-parallel device(s): reads {roof['weights'] / 1e9:.2f} GB of weights + "
+              f"{roof['kv_cache'] / 1e9:.2f} GB of K/V cache = {roof['bytes_per_device'] / 1e9:.2f} GB per device")
+        print(f"  at {args.decode_bandwidth:g} GB/s per device: at most {roof['steps_per_second']:.1f} steps/s, "
+              f"{roof['tokens_per_second_per_device']:.1f} tokens/s per device")
 
 
 def add_parsers(sub) -> None:
@@ -41,4 +49,8 @@ def add_parsers(sub) -> None:
     p = commands.add_parser("size", help="parameter count and bytes per device of params + optimizer state")
     add_config_argument(p, "experiments/cm3leon_7b.py")
     p.add_argument("--mesh", default="1,256,1", help="data,fsdp,tensor sizes")
+    p.add_argument("--decode-bandwidth", type=float, default=0.0, metavar="GB/S",
+                   help="also the decode step's bandwidth roofline at this memory bandwidth per device")
+    p.add_argument("--decode-batch", type=int, default=1)
+    p.add_argument("--decode-context", type=int, default=0, help="cached tokens per row (default: max_seq_len)")
     p.set_defaults(run=_size)

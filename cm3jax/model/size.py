@@ -1,4 +1,5 @@
-"""Sizes of a decoder without building it: parameter count and bytes per device on a mesh."""
+"""Sizes of a decoder without building it: parameter count, bytes per device on a mesh, and the
+bytes a decode step reads (its memory-bandwidth roofline)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,17 @@ def bytes_per_device(config: DecoderConfig, mesh_shape: dict[str, int], optimize
         params += int(np.prod(per_device)) * bytes_per_value
     return {"params": params, "optimizer": optimizer_copies * params, "total": (1 + optimizer_copies) * params,
             "devices": int(np.prod([mesh_shape[a] for a in MESH_AXES]))}
+
+
+def decode_roofline(config: DecoderConfig, batch: int, context: int, bandwidth: float,
+                    bytes_per_value: int = 2, devices: int = 1) -> dict[str, float]:
+    """What one decode step of `batch` rows, each attending over `context` cached tokens, reads
+    from memory: every weight once and every row's K/V cache, split evenly over `devices` (tensor
+    parallel); and the tokens per second per device that `bandwidth` (bytes/s per device) allows
+    when reading is all a step does. Batch 1 decoding is bound by this on every accelerator."""
+    weights = count_params(config) * bytes_per_value
+    kv_cache = batch * config.n_layers * 2 * context * config.num_kv_heads * config.head_size * bytes_per_value
+    per_device = (weights + kv_cache) / devices
+    steps_per_second = bandwidth / per_device
+    return {"weights": weights, "kv_cache": kv_cache, "bytes_per_device": per_device,
+            "steps_per_second": steps_per_second, "tokens_per_second_per_device": batch * steps_per_second / devices}

@@ -5,7 +5,7 @@ import pytest
 from cm3jax.cli import main
 from cm3jax.config import load_config
 from cm3jax.config import decoder_config
-from cm3jax.model.size import bytes_per_device, count_params
+from cm3jax.model.size import bytes_per_device, count_params, decode_roofline
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -88,3 +88,24 @@ def test_paper_train_steps_compile_sharded_to_the_predicted_bytes_per_device(nam
     batch_bytes = len(BATCH_KEYS) * 4 * int(np.prod(batch_shape)) // (mesh_shape[0] * mesh_shape[1])
     extra = compiled.memory_analysis().argument_size_in_bytes - predicted - batch_bytes
     assert 0 <= extra <= 64, extra  # the optimizer's int32 step counters
+
+
+def test_the_decode_roofline_reads_every_weight_and_each_rows_cache():
+    model = decoder_config(load_config(str(EXPERIMENTS / "cm3leon_7b.py")))
+    params = count_params(model)
+    one = decode_roofline(model, batch=1, context=4096, bandwidth=1e12)
+    kv_per_row = 32 * 2 * 4096 * 4096 * 2  # layers x (K, V) x tokens x (32 heads of 128) x bfloat16
+    assert one["weights"] == 2 * params and one["kv_cache"] == kv_per_row
+    assert one["tokens_per_second_per_device"] == pytest.approx(1e12 / (2 * params + kv_per_row))
+    eight = decode_roofline(model, batch=8, context=4096, bandwidth=1e12)
+    assert eight["tokens_per_second_per_device"] == pytest.approx(8e12 / (2 * params + 8 * kv_per_row))
+    split = decode_roofline(model, batch=1, context=4096, bandwidth=1e12, devices=4)
+    assert split["steps_per_second"] == pytest.approx(4 * one["steps_per_second"])
+    assert split["tokens_per_second_per_device"] == pytest.approx(one["tokens_per_second_per_device"])
+
+
+def test_size_command_gives_the_decode_roofline(capsys):
+    assert main(["model", "size", "--config", str(EXPERIMENTS / "cm3leon_7b.py"), "--mesh", "1,1,1",
+                 "--decode-bandwidth", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "4096 cached tokens" in out and "GB/s per device: at most" in out and "tokens/s per device" in out
