@@ -17,7 +17,7 @@ LAYERS = (
                    "run_log", "training_loop", "checkpoints", "sharding", "benchmarking", "paths", "recipes",
                    "workdir_lock")),
     ("world and vocabulary", ("shapes", "vocab", "text_tokenizer", "chameleon.vocabulary", "chameleon.text",
-                              "documents", "objectives")),
+                              "documents", "objectives", "prompts")),
     ("tokenizers, model, data", ("image_tokenizer", "model", "data", "config")),
     ("train, retrieval, sampling", ("train", "retrieval", "sampling", "chameleon")),
     ("eval", ("eval", "report", "demo")),

@@ -1,4 +1,4 @@
-"""Instruction-tuning rows on Shapes: each task's prompt exactly as `cm3jax.sampling.prompts` builds
+"""Instruction-tuning rows on Shapes: each task's prompt exactly as `cm3jax.prompts` builds
 it for inference, then its output and `<eos>`, so a tuned model is asked what it was trained on.
 
     text_to_image   caption <break> | image
@@ -26,7 +26,7 @@ from cm3jax.data.shapes_tasks import TASKS as SFT_TASKS
 from cm3jax.documents import DocumentCodec, ImageSegment, TextSegment
 from cm3jax.errors import UserError
 from cm3jax.objectives import infill_prompt, is_sentinel
-from cm3jax.sampling import prompts
+from cm3jax import prompts
 
 LOSS_ON = ("all", "outputs")
 INFILL_MAX_TOKENS = 4  # longest caption span an infill example cuts out

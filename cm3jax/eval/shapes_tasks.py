@@ -30,7 +30,7 @@ from cm3jax.eval.prompt_sets import PromptSet, draw, meaning, meaning_of, train_
 from cm3jax.objectives import infill_prompt
 from cm3jax.retrieval.embedder import ClipEmbedder
 from cm3jax.retrieval.retriever import Retriever
-from cm3jax.sampling import prompts
+from cm3jax import prompts
 from cm3jax.sampling.inference import TrainedDecoder, with_context
 from cm3jax.sampling.strategies import SamplingSettings
 from cm3jax.shapes.captions import parse

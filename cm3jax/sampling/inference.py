@@ -23,7 +23,7 @@ from cm3jax.image_tokenizer.codec import decode_codes, encode_images
 from cm3jax.image_tokenizer.preprocess import load_image, prepare, prepare_batch
 from cm3jax.model.decoder import Decoder
 from cm3jax.retrieval.retriever import ImageScorer
-from cm3jax.sampling import prompts
+from cm3jax import prompts
 from cm3jax.sampling.sampler import Generation, generate
 from cm3jax.sampling.strategies import SamplingSettings
 from cm3jax.vocab import MultimodalVocab

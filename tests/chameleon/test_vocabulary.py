@@ -7,7 +7,7 @@ import pytest
 from cm3jax.chameleon.vocabulary import ChameleonVocab, code_of, image_token_name
 from cm3jax.documents import ImageSegment, SpecialToken, TextSegment
 from cm3jax.errors import UserError
-from cm3jax.sampling import prompts
+from cm3jax import prompts
 from cm3jax.sampling.modality import AFTER, CLOSING, IMAGE, TEXT, allowed_table, state_after
 from tests.chameleon.hf_reference import IMAGE_CODES, build_tokenizer, specials
 

@@ -9,7 +9,7 @@ from cm3jax.data.sft import SFT_TASKS, SftExample, TaskMixture, build, row
 from cm3jax.documents import DocumentCodec, ImageSegment, SpecialToken, TextSegment
 from cm3jax.errors import UserError
 from cm3jax.objectives import is_sentinel, unmask
-from cm3jax.sampling import prompts
+from cm3jax import prompts
 from cm3jax.shapes.captions import parse
 from cm3jax.shapes.dataset import example_tasks
 from cm3jax.vocab import MultimodalVocab

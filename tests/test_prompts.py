@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cm3jax.documents import ImageSegment, TextSegment
-from cm3jax.sampling import prompts
+from cm3jax import prompts
 from tests.retrieval.bank_fixtures import make_codec
 
 CODES = np.array([[1, 2], [3, 4]], np.int32)
