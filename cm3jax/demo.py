@@ -10,8 +10,12 @@ split into a memory bank; 7. index it; 8. retrieve every example's neighbours (t
 examples never see the unseen emblems); 9. train the retrieval-augmented decoder (text ->
 image and image -> text); 10. score it with the evaluation suite (`cm3jax eval`, quick size):
 text -> image with 0, 1 and 2 retrieved documents, the unseen emblems (only a copy from a
-retrieved document can draw them), the guidance and decoding sweeps, captions and infilling.
-WORKDIR/report.html shows the scores and every picture; WORKDIR/eval/report.html the suite's.
+retrieved document can draw them), the guidance and decoding sweeps, captions and infilling;
+11. instruction-tune the decoder on the task templates (`cm3jax finetune`,
+experiments/shapes_sft.py); 12. score the tuned decoder on every task it was tuned for (short and
+long captions, VQA, editing, grounding, structure -> image) and on text -> image and the emblems.
+WORKDIR/report.html shows the scores and every picture; WORKDIR/eval/report.html and
+WORKDIR/sft_eval/report.html the suite's.
 
 Profiles: `default`, the run the results are reported from; `quick`, every stage at toy size (a
 check of the whole pipeline in a few minutes). Before any work the run directory is checked:
@@ -54,13 +58,17 @@ from cm3jax.shapes.corpus import shapes_corpus
 from cm3jax.shapes.dataset import MANIFEST as SHAPES_MANIFEST
 from cm3jax.shapes.dataset import WorldSpec, make
 from cm3jax.text_tokenizer import train_text_tokenizer
+from cm3jax.train.finetune import finetune_config
 from cm3jax.train.loop import RESULTS_JSON, train
 from cm3jax.workdir_lock import lock_path, workdir_lock
 
-PROFILES = {  # demo profile -> (world, VQ-GAN, CLIP, decoder) config variants and the suite's size
-    "default": ("default", "demo", "default", "retrieval", "quick"),
-    "quick": ("tiny", "tiny", "tiny", "test_retrieval", "smoke"),
+PROFILES = {  # demo profile -> (world, VQ-GAN, CLIP, decoder, tuning) config variants and the suite's size
+    "default": ("default", "demo", "default", "retrieval", "default", "quick"),
+    "quick": ("tiny", "tiny", "tiny", "test_retrieval", "test", "smoke"),
 }
+# What the tuned decoder is scored on: its tasks, and what pretraining taught that tuning may cost.
+TUNED_TASKS = ["text_to_image", "emblems", "caption", "caption_short", "caption_long", "vqa", "edit", "grounding",
+               "structure", "infill"]
 # Disk a finished run takes, with room to spare (measured: default 63 MB before the decoder, about
 # 130 MB in all; quick under 20 MB).
 DISK_NEEDED = {"default": 400 << 20, "quick": 100 << 20}
@@ -69,14 +77,15 @@ DISK_NEEDED = {"default": 400 << 20, "quick": 100 << 20}
 # The time left is estimated from them, scaled by how this machine compares on the stages it has run.
 REFERENCE_SECONDS = {
     "default": dict(shapes=8, text_tokenizer=4, image_tokenizer=504, pretokenize=24, clip=294, bank=6, index=2,
-                    neighbours=4, decoder=1896, evaluation=258),
+                    neighbours=4, decoder=1896, evaluation=258, instruction_tuning=480, tuned_evaluation=60),
     "quick": dict(shapes=0.3, text_tokenizer=0.1, image_tokenizer=33, pretokenize=4.4, clip=15, bank=1.9, index=0.0,
-                  neighbours=0.7, decoder=24, evaluation=66),
+                  neighbours=0.7, decoder=24, evaluation=66, instruction_tuning=20, tuned_evaluation=40),
 }
 RUN_RECORD = "demo.json"
 TEXT_VOCAB = 512
 STAGE_DIRS = dict(shapes="shapes", text="text.model", vqgan="vqgan", codes="codes", clip="clip", bank="bank",
-                  index="index", neighbours="neighbours", decoder="decoder", eval="eval")
+                  index="index", neighbours="neighbours", decoder="decoder", eval="eval", sft="sft",
+                  sft_eval="sft_eval")
 OTHER_FILES = {RUN_RECORD, "report.html", os.path.basename(lock_path(""))}
 # CM3Leon skips documents scoring above 0.9 against the query as near copies of it. This CLIP
 # scores a caption against its own picture at ~0.97, so 0.9 would skip every document showing
@@ -224,9 +233,9 @@ def _claim(workdir: str, profile: str) -> None:
 
 
 def demo_configs(workdir: str, profile: str) -> dict:
-    """The configs of the demo's stages for a run in `workdir` (world, vqgan, clip, decoder), from
-    the shipped recipes, and the evaluation suite's size."""
-    world_variant, vq_variant, clip_variant, decoder_variant, suite_size = PROFILES[profile]
+    """The configs of the demo's stages for a run in `workdir` (world, vqgan, clip, decoder, tuning),
+    from the shipped recipes, and the evaluation suite's size."""
+    world_variant, vq_variant, clip_variant, decoder_variant, tuning_variant, suite_size = PROFILES[profile]
     paths = _paths(workdir)
 
     def recipe(name: str, variant: str, overrides=()):
@@ -241,6 +250,7 @@ def demo_configs(workdir: str, profile: str) -> dict:
             f"--config.data.shapes_dir={paths['shapes']}", f"--config.data.codes_dir={paths['codes']}",
             f"--config.data.text_tokenizer={paths['text']}", f"--config.data.image_tokenizer={paths['vqgan']}",
             f"--config.data.retrieval_bank={paths['bank']}", f"--config.data.neighbours={paths['neighbours']}"]),
+        "tuning": recipe("experiments/shapes_sft.py", tuning_variant),
         "suite_size": suite_size,
     }
 
@@ -252,8 +262,8 @@ def _paths(workdir: str) -> dict[str, str]:
 def _run_stages(workdir: str, profile: str) -> dict:
     paths = _paths(workdir)
     configs = demo_configs(workdir, profile)
-    world, vq_config, clip_config, decoder_config, suite_size = (
-        configs[k] for k in ("world", "vqgan", "clip", "decoder", "suite_size"))
+    world, vq_config, clip_config, decoder_config, tuning, suite_size = (
+        configs[k] for k in ("world", "vqgan", "clip", "decoder", "tuning", "suite_size"))
 
     stages = [
         Stage("shapes", "make the Shapes world", world.to_dict(), paths["shapes"],
@@ -285,11 +295,22 @@ def _run_stages(workdir: str, profile: str) -> dict:
         Stage("evaluation", f"score the decoder on the evaluation suite ({suite_size})", suite_size, paths["eval"],
               lambda: _evaluated(paths["eval"], paths["decoder"]),
               lambda: run_suite(paths["decoder"], suite_size, out=paths["eval"])),
+        Stage("instruction_tuning", "instruction-tune the decoder", tuning.to_dict(), paths["sft"],
+              lambda: _read(os.path.join(paths["sft"], RESULTS_JSON)) is not None,
+              lambda: train(finetune_config(tuning, paths["decoder"]), paths["sft"])),
+        Stage("tuned_evaluation", f"score the tuned decoder on every task ({suite_size})",
+              {"size": suite_size, "tasks": TUNED_TASKS}, paths["sft_eval"],
+              lambda: _evaluated(paths["sft_eval"], paths["sft"]),
+              lambda: run_suite(paths["sft"], suite_size, TUNED_TASKS, out=paths["sft_eval"])),
     ]
     timings = run_stages(workdir, stages, REFERENCE_SECONDS[profile])
     results = {"decoder": _read(os.path.join(paths["decoder"], RESULTS_JSON)),
                "retriever": _read(os.path.join(paths["clip"], EVAL_JSON)),
-               "evaluation": _read(os.path.join(paths["eval"], EVAL_RESULTS)), "stage_seconds": timings}
+               "evaluation": _read(os.path.join(paths["eval"], EVAL_RESULTS)),
+               "tuning": _read(os.path.join(paths["sft"], RESULTS_JSON)),
+               "tuned_evaluation": _read(os.path.join(paths["sft_eval"], EVAL_RESULTS)), "stage_seconds": timings}
     print(summary(results["evaluation"]))
+    print("[demo] the instruction-tuned decoder:")
+    print(summary(results["tuned_evaluation"]))
     print(f"[demo] report: {write_report(workdir, results)}")
     return results

@@ -12,7 +12,7 @@ import os
 from cm3jax.eval.report import STYLE, headline
 from cm3jax.fileio import atomic_write_text
 
-PICTURE_DIRS = ("vqgan", "clip", "decoder", "eval")
+PICTURE_DIRS = ("vqgan", "clip", "decoder", "eval", "sft", "sft_eval")
 
 
 def _value(v) -> str:
@@ -31,7 +31,7 @@ def _table(rows: dict, title: str) -> str:
     return "\n".join(out)
 
 
-def _evaluation(evaluation: dict, link: str) -> str:
+def _evaluation(evaluation: dict, link: str, title: str) -> str:
     rows = []
     for task, entry in evaluation["tasks"].items():
         if entry["status"] != "done":
@@ -39,7 +39,8 @@ def _evaluation(evaluation: dict, link: str) -> str:
             continue
         rows += [(f"{task}: {name}", value) for name, value in headline(task, entry["results"])]
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
-    return (f"<h3>evaluation suite ({html.escape(evaluation['size'])}, {evaluation['prompts_per_set']} prompts per set; "
+    return (f"<h3>{html.escape(title)} ({html.escape(evaluation['size'])}, "
+            f"{evaluation['prompts_per_set']} prompts per set; "
             f"<a href='{html.escape(link)}'>every figure</a>)</h3><table>{cells}</table>")
 
 
@@ -47,9 +48,11 @@ def write_report(workdir: str, results: dict, title: str = "cm3jax demo on the S
     """Writes WORKDIR/report.html and returns its path."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
-    if results.get("evaluation"):
-        parts.append(_evaluation(results["evaluation"], "eval/report.html"))
-    for key in ("decoder", "retriever", "stage_seconds"):
+    for key, directory, title in (("evaluation", "eval", "the decoder on the evaluation suite"),
+                                  ("tuned_evaluation", "sft_eval", "the instruction-tuned decoder on every task")):
+        if results.get(key):
+            parts.append(_evaluation(results[key], f"{directory}/report.html", title))
+    for key in ("decoder", "tuning", "retriever", "stage_seconds"):
         if isinstance(results.get(key), dict):
             parts.append(_table(results[key], key))
     for directory in PICTURE_DIRS:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cm3jax.cli import main
-from cm3jax.demo import run_demo
+from cm3jax.demo import TUNED_TASKS, run_demo
 
 
 def test_demo_runs_every_stage_and_resumes(demo, capsys):
@@ -30,9 +30,15 @@ def test_demo_runs_every_stage_and_resumes(demo, capsys):
     assert {"eval/emblems.png", "eval/retrieval_plot.png", "vqgan/reconstructions.png"} <= set(pictures)
     assert all((workdir / p).exists() for p in pictures) and "emblems: first document is the emblem" in report
     assert (workdir / "eval" / "report.html").exists()
+    assert results["tuning"]["step"] == 6 and results["tuning"]["eval_nll"] > 0
+    tuned = results["tuned_evaluation"]
+    assert tuned["checkpoint"]["step"] == 6 and set(tuned["trained_tasks"]) >= {"vqa", "edit", "caption_short"}
+    assert {t for t, e in tuned["tasks"].items() if e["status"] == "done"} == set(TUNED_TASKS)
+    assert "instruction-tuned decoder on every task" in report and "edit: exact match" in report
+    assert {"sft_eval/edit.png", "sft_eval/structure.png", "sft/loss.png"} <= set(pictures)
     capsys.readouterr()
     run_demo(str(workdir), "quick")
-    assert capsys.readouterr().out.count("already done") == 10
+    assert capsys.readouterr().out.count("already done") == 12
 
 
 def test_time_left_scales_the_reference_by_this_machines_pace():
@@ -43,7 +49,8 @@ def test_time_left_scales_the_reference_by_this_machines_pace():
     assert time_left(reference, {"a": 5.0, "b": 15.0}, ["c"]) == pytest.approx(60.0 * 30 / 50)
     for profile, seconds in REFERENCE_SECONDS.items():
         assert set(seconds) == {"shapes", "text_tokenizer", "image_tokenizer", "pretokenize", "clip", "bank", "index",
-                                "neighbours", "decoder", "evaluation"}, profile
+                                "neighbours", "decoder", "evaluation", "instruction_tuning",
+                                "tuned_evaluation"}, profile
 
 
 def test_training_neighbours_never_hold_an_unseen_emblem(demo):
@@ -71,7 +78,8 @@ def test_inference_commands_run_end_to_end(demo, tmp_path, capsys):
     first = np.asarray(Image.open(record["images"][0]))
     assert first.shape == (32, 32, 3) and out.read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
-    for command in (["caption"], ["answer", "--question", "what color is the circle?"]):
+    for command in (["caption"], ["caption", "--detail", "short"],
+                    ["answer", "--question", "what color is the circle?"]):
         assert main([*command, "--checkpoint", checkpoint, "--image", record["images"][0]]) == 0
     assert main(["infill", "--checkpoint", checkpoint, "--before", "a large", "--after", "circle"]) == 0
     assert capsys.readouterr().err == ""
@@ -207,7 +215,7 @@ def test_a_changed_middle_stage_reruns_with_only_the_stages_after_it(demo, tmp_p
     shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("*.lock"))
     capsys.readouterr()
     run_demo(str(copy), "quick")
-    assert capsys.readouterr().out.count("already done") == 10
+    assert capsys.readouterr().out.count("already done") == 12
     monkeypatch.setattr(cm3jax.demo, "SELECTION", dataclasses.replace(cm3jax.demo.SELECTION, candidates=16))
     before = (copy / "vqgan").stat().st_mtime_ns, (copy / "decoder" / "results.json").stat().st_mtime_ns
     run_demo(str(copy), "quick")
@@ -215,10 +223,11 @@ def test_a_changed_middle_stage_reruns_with_only_the_stages_after_it(demo, tmp_p
     done = re.findall(r"\[demo\] (.+): already done", out)
     assert done == ["make the Shapes world", "train the text tokenizer", "train the VQ-GAN", "pretokenize every image",
                     "train the retriever's CLIP", "embed the memory bank", "index the memory bank"]
-    for stage in ("retrieve every example's neighbours", "train the decoder", "score the decoder"):
+    for stage in ("retrieve every example's neighbours", "train the decoder", "score the decoder",
+                  "instruction-tune the decoder", "score the tuned decoder"):
         assert re.search(rf"{stage}[^\n]*: its settings or an earlier stage's changed; running it again", out), stage
-    assert re.search(r"\[demo\] train the decoder \(stage 9 of 10; about \d+ (s|min) left in all\) \.\.\.", out)
+    assert re.search(r"\[demo\] train the decoder \(stage 9 of 12; about \d+ (s|min) left in all\) \.\.\.", out)
     after = (copy / "vqgan").stat().st_mtime_ns, (copy / "decoder" / "results.json").stat().st_mtime_ns
     assert after[0] == before[0] and after[1] != before[1]
     stages = json.loads((copy / "demo.json").read_text())["stages"]
-    assert all(stage["done"] for stage in stages.values()) and len(stages) == 10
+    assert all(stage["done"] for stage in stages.values()) and len(stages) == 12

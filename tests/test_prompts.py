@@ -37,6 +37,28 @@ def test_caption_and_answer_follow_the_image(codec):
     assert vocab.is_image(answer).sum() == CODES.size
 
 
+@pytest.mark.parametrize("detail", ["short", "long"])
+def test_short_and_long_captions_follow_their_instruction(codec, detail):
+    (prompt,) = prompts.caption(codec, CODES, detail)
+    expected = codec.encode((ImageSegment(CODES), TextSegment(prompts.CAPTION_INSTRUCTIONS[detail])))
+    np.testing.assert_array_equal(prompt, expected)
+    assert not np.array_equal(prompts.caption(codec, CODES, "short")[0], prompts.caption(codec, CODES, "long")[0])
+    with pytest.raises(Exception, match="choose one of full, short, long"):
+        prompts.caption(codec, CODES, "medium")
+
+
+def test_structure_reads_the_map_then_the_caption_and_guides_without_either(codec):
+    vocab = codec.vocab
+    cond, uncond = prompts.structure(codec, CODES, "edge", "a red circle", guided=True)
+    expected = codec.encode((TextSegment(prompts.STRUCTURE_PREFIX.format("edge")), ImageSegment(CODES),
+                             TextSegment("a red circle")), then="image")
+    np.testing.assert_array_equal(cond, expected)
+    assert vocab.is_image(uncond).sum() == 0 and (uncond == vocab.mask_id).sum() == 2
+    assert codec.encode_text("a red circle").tobytes() not in uncond.tobytes()
+    with pytest.raises(Exception, match="choose one of edge, segmentation"):
+        prompts.structure(codec, CODES, "depth", "a red circle", guided=False)
+
+
 def test_edit_streams_drop_the_instruction_then_the_image(codec):
     vocab = codec.vocab
     full, image_only, unconditional = prompts.edit(codec, CODES, "make it blue", guided=True)

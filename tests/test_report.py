@@ -1,4 +1,5 @@
-"""write_report: one HTML page of a demo's results: the evaluation suite's headline per task, the
+"""write_report: one HTML page of a demo's results: the evaluation suite's headline per task (the
+decoder's, then the instruction-tuned decoder's), the
 stages' tables (nested dicts as their own tables), every PNG of the picture directories linked
 relatively, and every value HTML-escaped."""
 
@@ -20,6 +21,8 @@ def _results():
             "vqa": {"status": "not trained", "reason": "the checkpoint was not trained for <vqa>"}}},
         "decoder": {"step": 40, "loss": 0.123456, "by_split": {"eval": 0.5}, "note": "<b>bold</b> & 'quoted'",
                     "ignored_list": [1, 2]},
+        "tuned_evaluation": {"size": "quick", "prompts_per_set": 128, "tasks": {
+            "vqa": {"status": "done", "seconds": 1.0, "results": {"accuracy": _rate(64, 128)}}}},
         "stage_seconds": {"vqgan": 1.5, "decoder": 2.25},
     }
 
@@ -33,11 +36,14 @@ def test_the_evaluation_headline_then_tables_for_top_level_and_nested_dicts(tmp_
     assert "<tr><th>text_to_image: eval exact match</th><td>25.0% [10.0, 90.0] of 128</td></tr>" in text
     assert "not trained: the checkpoint was not trained for &lt;vqa&gt;" in text
     assert "<a href='eval/report.html'>every figure</a>" in text
+    assert "<a href='sft_eval/report.html'>every figure</a>" in text
+    assert "<tr><th>vqa: accuracy</th><td>50.0% [10.0, 90.0] of 128</td></tr>" in text
     for title in ("decoder", "decoder / by_split", "stage_seconds"):
         assert f"<h3>{title}</h3>" in text
     assert "<tr><th>loss</th><td>0.1235</td></tr>" in text, "floats to 4 places"
     assert "<tr><th>step</th><td>40</td></tr>" in text and "ignored_list" not in text
-    assert text.index("evaluation suite") < text.index("<h3>decoder</h3>") < text.index("<h3>stage_seconds</h3>")
+    assert text.index("the decoder on the evaluation suite") < text.index("instruction-tuned decoder on every task") \
+        < text.index("<h3>decoder</h3>") < text.index("<h3>stage_seconds</h3>")
 
 
 def test_values_are_html_escaped(tmp_path):
@@ -54,7 +60,7 @@ def test_every_png_of_the_picture_dirs_is_linked_relatively(tmp_path):
     text = open(write_report(str(tmp_path), {"decoder": {"step": 1}}), encoding="utf-8").read()
     linked = re.findall(r"<img src='([^']+)'", text)
     assert linked == pictures, "every PNG, in PICTURE_DIRS order then by name, and only those"
-    assert PICTURE_DIRS == ("vqgan", "clip", "decoder", "eval")
+    assert PICTURE_DIRS == ("vqgan", "clip", "decoder", "eval", "sft", "sft_eval")
     assert str(tmp_path) not in text, "links are relative to the workdir"
     assert "<figcaption>vqgan/loss.png</figcaption>" in text
 

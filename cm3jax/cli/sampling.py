@@ -7,6 +7,7 @@ import os
 
 from cm3jax.cli.common import input_dir, input_file
 from cm3jax.errors import UserError
+from cm3jax.prompts import CAPTION_INSTRUCTIONS
 
 GUIDANCE_FLAGS = {"cfg": "cfg_scale", "image_cfg": "image_scale", "text_cfg": "text_scale"}  # flag -> setting
 
@@ -91,7 +92,7 @@ def _generate(args, overrides) -> None:
 
 
 def _caption(args, overrides) -> None:
-    print(_load(args).caption(args.image, settings_from(args), seed=args.seed))
+    print(_load(args).caption(args.image, settings_from(args), seed=args.seed, detail=args.detail))
 
 
 def _answer(args, overrides) -> None:
@@ -129,7 +130,9 @@ def add_parsers(sub) -> None:
                    help="a CLIP workdir: keep the sample it scores best against the prompt")
     p.add_argument("--out", required=True, help="the grid PNG; images and a settings JSON go beside it")
 
-    _command(sub, "caption", "describe an image", _caption, False, "--image")
+    p = _command(sub, "caption", "describe an image", _caption, False, "--image")
+    p.add_argument("--detail", choices=tuple(CAPTION_INSTRUCTIONS), default="full",
+                   help="full: as pretraining captions; short, long: as instruction tuning asks for them")
     _command(sub, "answer", "answer a question about an image", _answer, False, "--image", "--question")
     p = _command(sub, "edit", "edit an image by an instruction (3-stream instruct guidance)", _edit, True,
                  "--image", "--instruction", "--out")

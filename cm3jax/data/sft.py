@@ -3,16 +3,18 @@ it for inference, then its output and `<eos>`, so a tuned model is asked what it
 
     text_to_image   caption <break> | image
     caption         image <break> | caption
+    caption_short   image <break> Describe the image briefly. | short caption   (caption_long: ... in detail.)
     vqa             image <break> Question: q Answer: | a
     edit            Edit first image following the instruction <break> image <break> instruction <break> | image
     grounding       caption with boxes <break> | image
-    structure       Generate an image from the {edge|segmentation} map <break> map <break> | image
+    structure       Generate an image from the {edge|segmentation} map <break> map <break> caption <break> | image
     infill          caption <s:0> caption <break> image <infill> <s:0> | span <eoss>   (CM3's layout)
 
 With `cfg_dropout`, a guided task's condition is replaced by the `<mask>` of its unconditional
-stream (editing: the instruction, or the instruction and the image), so guidance at inference
-has a stream it was trained on. The loss is on the whole row (`loss_on="all"`, predicting a
-sentinel excepted, as the CM3 objective) or on the output and `<eos>` only (`"outputs"`).
+stream (structure: the map and the caption; editing: the instruction, or the instruction and the
+image), so guidance at inference has a stream it was trained on. The loss is on the output and
+`<eos>` only (`loss_on="outputs"`) or on the whole row (`"all"`, predicting a sentinel excepted, as
+the CM3 objective).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def build(task: str, example: Mapping, codec: DocumentCodec, rng: np.random.Gene
         return SftExample(task, prompt, _image_output(codec, codes))
     if task == "caption":
         return SftExample(task, prompts.caption(codec, codes)[0], codec.encode_text(example["caption"]))
+    if task in ("caption_short", "caption_long"):
+        detail = task.removeprefix("caption_")
+        return SftExample(task, prompts.caption(codec, codes, detail)[0], codec.encode_text(example[task]))
     if task == "vqa":
         prompt = prompts.answer(codec, codes, example["question"])[0]
         return SftExample(task, prompt, codec.encode_text(example["answer"]))
@@ -85,7 +90,7 @@ def build(task: str, example: Mapping, codec: DocumentCodec, rng: np.random.Gene
     if task == "structure":
         kind = prompts.STRUCTURE_KINDS[int(rng.integers(len(prompts.STRUCTURE_KINDS)))]
         map_codes = example["edges_codes" if kind == "edge" else "segmentation_codes"]
-        prompt = _stream(prompts.structure(codec, map_codes, kind, True), rng, cfg_dropout)
+        prompt = _stream(prompts.structure(codec, map_codes, kind, example["caption"], True), rng, cfg_dropout)
         return SftExample(task, prompt, _image_output(codec, codes))
     if task == "infill":
         return _infill(example, codec, rng)

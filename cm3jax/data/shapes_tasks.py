@@ -25,7 +25,8 @@ from cm3jax.shapes.emblems import THROWAWAY_NAMES
 
 
 # What a Shapes decoder can be trained to do (cm3jax eval scores each where it was trained).
-TASKS = ("text_to_image", "caption", "infill", "vqa", "edit", "grounding", "structure")
+TASKS = ("text_to_image", "caption", "caption_short", "caption_long", "infill", "vqa", "edit", "grounding",
+         "structure")
 
 
 def trained_tasks(data: ml_collections.ConfigDict) -> frozenset[str]:
@@ -60,7 +61,7 @@ class ShapesMixture:
 
 
 # What an instruction-tuning example reads besides the caption and image codes (cm3jax.data.sft).
-TASK_TEXTS = ("question", "answer", "edit_instruction", "grounding_caption")
+TASK_TEXTS = ("caption_short", "caption_long", "question", "answer", "edit_instruction", "grounding_caption")
 TASK_CODES = ("edit_codes", "grounding_codes", "edges_codes", "segmentation_codes")
 
 

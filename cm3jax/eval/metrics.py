@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import math
 from typing import Sequence
 
@@ -26,7 +27,7 @@ from pycocoevalcap.cider.cider import Cider
 from scipy import ndimage
 
 from cm3jax.errors import UserError
-from cm3jax.shapes.captions import CaptionStyle, caption, describe, parse
+from cm3jax.shapes.captions import CaptionStyle, ParsedCaption, caption, describe, parse
 from cm3jax.shapes.render import render
 from cm3jax.shapes.scene import Scene
 from cm3jax.shapes.score import ATTRIBUTES, score, score_scene
@@ -128,17 +129,25 @@ def emblem_copies(scenes: Sequence[Scene], images: np.ndarray) -> dict:
             "emblem_exact_match": rate(r.exact for r in results).to_json(), "num_scenes": len(scenes)}
 
 
+def _unordered(parsed: ParsedCaption) -> ParsedCaption:
+    """A caption's objects as a set: objects never overlap in a captioned scene, so its image does not
+    show the order they were painted (and listed) in."""
+    objects = sorted(parsed.objects, key=lambda o: repr(dataclasses.astuple(o)))
+    return dataclasses.replace(parsed, objects=tuple(objects))
+
+
 def _parses_to(text: str, scene: Scene, detail: str) -> bool:
     try:
-        return parse(text) == describe(scene, detail)
+        return _unordered(parse(text)) == _unordered(describe(scene, detail))
     except ShapesError:
         return False
 
 
 def reference_captions(scene: Scene, detail: str) -> list[str]:
-    """Every distinct caption of the grammar for a scene at `detail`: the references CIDEr
-    compares against (a paraphrase is as right as the caption the data happened to hold)."""
-    return sorted({caption(scene, style, detail) for style in CaptionStyle.all()})
+    """Every distinct caption of the grammar for a scene at `detail`, its objects in every order: the
+    references CIDEr compares against (a paraphrase is as right as the caption the data happened to hold)."""
+    return sorted({caption(scene.replace(objects=order), style, detail) for style in CaptionStyle.all()
+                   for order in itertools.permutations(scene.objects)})
 
 
 def captions(scenes: Sequence[Scene], texts: Sequence[str], detail: str = "full") -> dict:

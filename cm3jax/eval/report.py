@@ -81,7 +81,7 @@ def headline(task: str, results: dict) -> list[tuple[str, str]]:
     elif task == "decoding":
         rows = [(f"{strategy} exact match, best of {n} by CLIP", _at(results, strategy, n, "exact_match"))
                 for strategy in results for n in ("1", "8")]
-    elif task == "caption":
+    elif task in ("caption", "caption_short", "caption_long"):
         rows = [("exact match", results["exact_match"]), ("CIDEr-D", results["cider"])]
     elif task == "structure":
         rows = [(f"from {kind} maps, exact match", _at(results, kind, "exact_match")) for kind in results]

@@ -324,7 +324,8 @@ def structure(ctx: Context) -> dict:
     settings = dataclasses.replace(GREEDY, cfg_scale=STRUCTURE_CFG)
     results, columns = {}, {}
     for kind, what in (("edge", "edges"), ("segmentation", "segmentation")):
-        requests = [prompts.structure(ctx.trained.codec, c, kind, True) for c in ctx.codes("main", what)]
+        requests = [prompts.structure(ctx.trained.codec, c, kind, scene.caption, True)
+                    for c, scene in zip(ctx.codes("main", what), prompt_set.scenes)]
         images = _draw(ctx, requests, settings, f"structure {kind}")
         results[kind] = {**metrics.text_to_image(prompt_set.scenes, images), **ctx.record(prompt_set, settings)}
         columns[f"from {kind}s"] = images
@@ -367,16 +368,31 @@ def _text_grid(ctx: Context, name: str, prompt_set: PromptSet, labels: Sequence[
     return ctx.grid(name, _truths(prompt_set), labels[:GRID_PROMPTS], 4)
 
 
-def caption(ctx: Context) -> dict:
+def _captions(ctx: Context, detail: str) -> dict:
+    """Image -> caption of `detail` (cm3jax.prompts.caption): exact when it parses back to what
+    such a caption says of the scene."""
     prompt_set = ctx.prompts("main")
-    requests = [prompts.caption(ctx.trained.codec, c) for c in ctx.codes("main")]
-    texts = _write(ctx, requests, _text_budget(ctx, prompt_set.captions, requests), "eos", "caption")
-    texts = [t.strip() for t in texts]
-    results = {**metrics.captions(prompt_set.scenes, texts, "full"), **ctx.record(prompt_set, GREEDY)}
-    labels = [_mark(metrics.captions([s], [t])["exact_match"]["hits"] == 1) + t
+    truths = [t.scene.caption if detail == "full" else getattr(t, f"caption_{detail}") for t in prompt_set.tasks]
+    requests = [prompts.caption(ctx.trained.codec, c, detail) for c in ctx.codes("main")]
+    name = "caption" if detail == "full" else f"caption_{detail}"
+    texts = [t.strip() for t in _write(ctx, requests, _text_budget(ctx, truths, requests), "eos", name)]
+    results = {**metrics.captions(prompt_set.scenes, texts, detail), **ctx.record(prompt_set, GREEDY)}
+    labels = [_mark(metrics.captions([s], [t], detail)["exact_match"]["hits"] == 1) + t
               for s, t in zip(prompt_set.scenes, texts)]
-    return {"results": results, "grids": [_text_grid(ctx, "caption.png", prompt_set, labels)],
-            "examples": [{"asked": s.caption, "written": t} for s, t in list(zip(prompt_set.scenes, texts))[:16]]}
+    return {"results": results, "grids": [_text_grid(ctx, f"{name}.png", prompt_set, labels)],
+            "examples": [{"asked": a, "written": t} for a, t in list(zip(truths, texts))[:16]]}
+
+
+def caption(ctx: Context) -> dict:
+    return _captions(ctx, "full")
+
+
+def caption_short(ctx: Context) -> dict:
+    return _captions(ctx, "short")
+
+
+def caption_long(ctx: Context) -> dict:
+    return _captions(ctx, "long")
 
 
 def vqa(ctx: Context) -> dict:
@@ -436,6 +452,8 @@ TASKS = {task.name: task for task in (
     Task("cfg", cfg, "text_to_image", _needs_unconditional),
     Task("decoding", decoding, "text_to_image", _needs_reranker),
     Task("caption", caption, "caption"),
+    Task("caption_short", caption_short, "caption_short"),
+    Task("caption_long", caption_long, "caption_long"),
     Task("infill", infill, "infill"),
     Task("vqa", vqa, "vqa"),
     Task("edit", edit, "edit"),

@@ -113,8 +113,11 @@ class TrainedDecoder:
         ids = generation.sample(i)
         return "".join(s.text for s in self.codec.decode(ids[self.vocab.is_text(ids)]) if isinstance(s, TextSegment))
 
-    def caption(self, image, settings: SamplingSettings, max_new: int = 48, seed: int = 0) -> str:
-        generation = self._run(prompts.caption(self.codec, self.encode_image(image)), settings, 1, max_new, "eos", seed)
+    def caption(self, image, settings: SamplingSettings, max_new: int = 48, seed: int = 0, detail: str = "full") -> str:
+        """`detail` "full" asks as pretraining does; "short" and "long" by the instruction tuning's
+        instructions (cm3jax.prompts.CAPTION_INSTRUCTIONS)."""
+        request = prompts.caption(self.codec, self.encode_image(image), detail)
+        generation = self._run(request, settings, 1, max_new, "eos", seed)
         return self.text(generation).strip()
 
     def answer(self, image, question: str, settings: SamplingSettings, max_new: int = 16, seed: int = 0) -> str:

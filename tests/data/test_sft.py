@@ -10,7 +10,7 @@ from cm3jax.documents import DocumentCodec, ImageSegment, SpecialToken, TextSegm
 from cm3jax.errors import UserError
 from cm3jax.objectives import is_sentinel, unmask
 from cm3jax import prompts
-from cm3jax.shapes.captions import parse
+from cm3jax.shapes.captions import describe, parse
 from cm3jax.shapes.dataset import example_tasks
 from cm3jax.vocab import MultimodalVocab
 
@@ -30,7 +30,8 @@ def _example(index: int, split: str = "train") -> dict:
     rng = np.random.default_rng(index)
     codes = {k: rng.integers(CODEBOOK, size=GRID) for k in
              ("codes", "edit_codes", "grounding_codes", "edges_codes", "segmentation_codes")}
-    return {"caption": t.scene.caption, "question": t.question, "answer": t.answer,
+    return {"caption": t.scene.caption, "caption_short": t.caption_short, "caption_long": t.caption_long,
+            "question": t.question, "answer": t.answer,
             "edit_instruction": t.edit_instruction, "grounding_caption": t.grounding_scene.caption,
             "id": t.scene.id, "is_emblem": t.scene.emblem is not None, "index": index, **codes}
 
@@ -53,6 +54,8 @@ def test_every_template_is_the_inference_prompt_then_its_output(codec):
     firsts = {
         "text_to_image": prompts.text_to_image(codec, example["caption"], False)[0],
         "caption": prompts.caption(codec, example["codes"])[0],
+        "caption_short": prompts.caption(codec, example["codes"], "short")[0],
+        "caption_long": prompts.caption(codec, example["codes"], "long")[0],
         "vqa": prompts.answer(codec, example["codes"], example["question"])[0],
         "edit": prompts.edit(codec, example["codes"], example["edit_instruction"], False)[0],
         "grounding": prompts.text_to_image(codec, example["grounding_caption"], False)[0],
@@ -60,13 +63,14 @@ def test_every_template_is_the_inference_prompt_then_its_output(codec):
     for task, prompt in firsts.items():
         np.testing.assert_array_equal(build(task, example, codec, rng).prompt, prompt, err_msg=task)
     structure = build("structure", example, codec, np.random.default_rng(1))
-    candidates = [prompts.structure(codec, example[f"{key}_codes"], kind, False)[0]
+    candidates = [prompts.structure(codec, example[f"{key}_codes"], kind, example["caption"], False)[0]
                   for kind, key in (("edge", "edges"), ("segmentation", "segmentation"))]
     assert any(np.array_equal(structure.prompt, c) for c in candidates)
 
 
 def test_every_template_renders_and_parses_back(codec):
     example = _ordinary()
+    scene = example_tasks("train", example["index"], 0, 32).scene
     rng = np.random.default_rng(0)
     decoded = {task: codec.decode(_tokens(build(task, example, codec, rng), codec)) for task in SFT_TASKS
                if task not in ("structure", "infill")}
@@ -78,6 +82,11 @@ def test_every_template_renders_and_parses_back(codec):
     assert decoded["text_to_image"][1] == image(example["codes"])
     assert decoded["caption"][0] == image(example["codes"])
     assert parse(decoded["caption"][1].text) == parse(example["caption"])
+    for detail in ("short", "long"):
+        drawn, text = decoded[f"caption_{detail}"]
+        instruction = prompts.CAPTION_INSTRUCTIONS[detail]
+        assert drawn == image(example["codes"]) and _words(text.text).startswith(instruction)
+        assert parse(_words(text.text)[len(instruction):]) == describe(scene, detail)
     assert decoded["vqa"][0] == image(example["codes"])
     assert _words(decoded["vqa"][1].text) == _words(f"Question: {example['question']} Answer: {example['answer']}")
     prefix, before, instruction, after = decoded["edit"]
@@ -87,10 +96,11 @@ def test_every_template_renders_and_parses_back(codec):
     assert decoded["grounding"][1] == image(example["grounding_codes"])
     for seed in range(4):
         built = build("structure", example, codec, np.random.default_rng(seed))
-        text, the_map, drawn = codec.decode(_tokens(built, codec))
+        text, the_map, caption, drawn = codec.decode(_tokens(built, codec))
         kind = "edge" if the_map == image(example["edges_codes"]) else "segmentation"
         assert the_map == image(example[f"{kind}s_codes" if kind == "edge" else "segmentation_codes"])
         assert _words(text.text) == prompts.STRUCTURE_PREFIX.format(kind) and drawn == image(example["codes"])
+        assert parse(caption.text) == parse(example["caption"])
     document = codec.encode((TextSegment(example["caption"]), ImageSegment(example["codes"])))
     for seed in range(8):
         built = build("infill", example, codec, np.random.default_rng(seed))
@@ -126,6 +136,10 @@ def test_condition_dropout_gives_the_guidance_streams(codec):
     assert seen == {1, 2}, "editing drops the instruction, or the instruction and the image"
     kept = build("edit", example, codec, np.random.default_rng(0), cfg_dropout=0.0)
     np.testing.assert_array_equal(kept.prompt, streams[0])
+    dropped = build("structure", example, codec, np.random.default_rng(0), cfg_dropout=1.0).prompt
+    unconditional = [prompts.structure(codec, example["edges_codes"], kind, example["caption"], True)[1]
+                     for kind in prompts.STRUCTURE_KINDS]
+    assert any(np.array_equal(dropped, u) for u in unconditional), "structure drops the map and the caption"
 
 
 def test_a_row_longer_than_the_context_is_refused_with_the_fix(codec):

@@ -1,6 +1,8 @@
 """Each task's score on cases whose answer is known: the renderer (or the true text) scores 100%,
 a blank, shuffled or constant output scores at or near chance; rates carry Wilson intervals."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -76,6 +78,17 @@ def test_captions_true_paraphrased_shuffled_and_garbage(scenes):
     assert garbage["parsed"]["rate"] == 0.0 and garbage["exact_match"]["rate"] == 0.0
     short = metrics.captions(scenes, [tasks.caption(s, tasks.CaptionStyle(), "short") for s in scenes], "short")
     assert short["exact_match"]["rate"] == 1.0
+    several = [s for s in scenes if len(s.objects) > 1]
+    style = tasks.CaptionStyle()
+    in_order = [tasks.caption(s, style) for s in several]
+    reversed_ = [tasks.caption(s.replace(objects=s.objects[::-1]), style) for s in several]
+    assert all(r != o for r, o in zip(reversed_, in_order))
+    reordered = metrics.captions(several, reversed_)
+    assert reordered["exact_match"]["rate"] == 1.0, "the image does not show the order objects are listed in"
+    assert reordered["cider"] == pytest.approx(metrics.captions(several, in_order)["cider"], rel=0.02)
+    one_wrong = [s.replace(objects=(dataclasses.replace(s.objects[0], color="pink" if s.objects[0].color != "pink"
+                                                        else "red"),) + s.objects[1:]) for s in several]
+    assert metrics.captions(several, [tasks.caption(s, style) for s in one_wrong])["exact_match"]["rate"] == 0.0
 
 
 def test_answers_by_kind(scenes):

@@ -20,7 +20,8 @@ HEADLINE = {  # task -> the figures that must be 100% for a perfect generator
     "emblems": [("by_retrieved", "2", "emblem_exact_match"), ("first_document_is_the_emblem",)],
     "cfg": [("greedy", "7", "exact_match"), ("top_p", "1", "exact_match")],
     "decoding": [("mix", "8", "exact_match"), ("cd_k", "1", "any_exact")],
-    "caption": [("exact_match",)], "infill": [("exact_match",)], "vqa": [("accuracy",)],
+    "caption": [("exact_match",)], "caption_short": [("exact_match",)], "caption_long": [("exact_match",)],
+    "infill": [("exact_match",)], "vqa": [("accuracy",)],
     "edit": [("exact_match",)], "grounding": [("iou_at_0.5",)],
     "structure": [("edge", "exact_match"), ("segmentation", "exact_match")],
 }
@@ -82,6 +83,8 @@ def _truths(ctx: Context, task: str) -> list:
         return [images(main)] * 2
     if task == "caption":
         return [[t.scene.caption for t in main]]
+    if task in ("caption_short", "caption_long"):
+        return [[getattr(t, task) for t in main]]
     if task == "vqa":
         return [[t.answer for t in main]]
     spans = [infill_span(ctx, t.scene.caption, i) for t, i in zip(main, ctx.prompts("main").indices)]
