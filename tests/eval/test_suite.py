@@ -16,7 +16,7 @@ from cm3jax.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[2]
 DONE = {"text_to_image", "likelihood", "retrieval", "emblems", "cfg", "decoding", "caption", "infill"}
-NOT_TRAINED = {"vqa", "edit", "grounding", "structure"}
+NOT_TRAINED = {"caption_short", "caption_long", "vqa", "edit", "grounding", "structure"}
 
 
 def _figures(results: dict) -> dict:

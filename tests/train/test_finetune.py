@@ -16,7 +16,8 @@ from cm3jax.data.pipeline import make_pipeline
 from cm3jax.data.shapes_tasks import JoinedSource
 from cm3jax.data.sft import SFT_TASKS, TaskMixture
 from cm3jax.errors import UserError
-from cm3jax.sampling import inference, prompts
+from cm3jax import prompts
+from cm3jax.sampling import inference
 from cm3jax.sampling.inference import TrainedDecoder
 from cm3jax.sampling.sampler import generate
 from cm3jax.sampling.strategies import SamplingSettings
