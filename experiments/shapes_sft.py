@@ -15,7 +15,10 @@ whole row in docs/instruction_tuning.md), `whole_row` (the same with the loss on
 import ml_collections
 
 VARIANTS = ("default", "whole_row", "test")
-TASKS = dict(text_to_image=2.0, caption=1.0, caption_short=0.5, caption_long=0.5, vqa=1.0, edit=2.0, grounding=1.0,
+# Chosen on the dev split (docs/instruction_tuning.md): at 1,500 steps, more of the reading tasks (captions,
+# VQA) and less of those the base cannot draw yet (text -> image, editing, grounding) raised VQA 54.7% -> 66.4%
+# and every caption figure, and lost nothing.
+TASKS = dict(text_to_image=1.0, caption=1.5, caption_short=1.0, caption_long=1.0, vqa=2.0, edit=1.0, grounding=0.5,
              structure=1.0, infill=0.5)
 
 
