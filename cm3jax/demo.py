@@ -74,14 +74,15 @@ TUNED_TASKS = ["text_to_image", "emblems", "caption", "caption_short", "caption_
 DISK_NEEDED = {"default": 400 << 20, "quick": 100 << 20}
 # Each stage's seconds in a measured run of each profile, quiet machines: the default's on a 2-core
 # Intel Xeon (AVX-512), the run the README reports (its two instruction-tuning stages: measured on a
-# 2-core AMD EPYC, AVX-512, 619 s and 37 s, scaled by the decoder stage's Xeon / EPYC ratio, 1.31);
-# quick's on a 2-core AMD EPYC (AVX2), 2026-12-02.
+# 2-core AMD EPYC, AVX-512, 530 s and 33 s, scaled by the decoder stage's Xeon / EPYC ratio, 1.31);
+# quick's on a 2-core AMD EPYC (AVX2), 2026-12-02 (its tuning stages: 6 s and 7 s on the AVX-512 EPYC, times 3,
+# that machine's ratio on the decoder and evaluation stages).
 # The time left is estimated from them, scaled by how this machine compares on the stages it has run.
 REFERENCE_SECONDS = {
     "default": dict(shapes=8, text_tokenizer=4, image_tokenizer=504, pretokenize=24, clip=294, bank=6, index=2,
-                    neighbours=4, decoder=1896, evaluation=258, instruction_tuning=810, tuned_evaluation=48),
+                    neighbours=4, decoder=1896, evaluation=258, instruction_tuning=694, tuned_evaluation=43),
     "quick": dict(shapes=0.3, text_tokenizer=0.1, image_tokenizer=33, pretokenize=4.4, clip=15, bank=1.9, index=0.0,
-                  neighbours=0.7, decoder=24, evaluation=66, instruction_tuning=20, tuned_evaluation=40),
+                  neighbours=0.7, decoder=24, evaluation=66, instruction_tuning=18, tuned_evaluation=21),
 }
 RUN_RECORD = "demo.json"
 TEXT_VOCAB = 512
