@@ -185,6 +185,11 @@ def _read(path: str) -> dict | None:
         return None
 
 
+def _trained(workdir: str) -> bool:
+    """The training run in `workdir` finished (it writes its results last)."""
+    return _read(os.path.join(workdir, RESULTS_JSON)) is not None
+
+
 def _evaluated(eval_dir: str, decoder_dir: str) -> bool:
     """The suite scored every task of the finished decoder's checkpoint without an error."""
     results, trained = _read(os.path.join(eval_dir, EVAL_RESULTS)), _read(os.path.join(decoder_dir, RESULTS_JSON))
@@ -293,13 +298,13 @@ def _run_stages(workdir: str, profile: str) -> dict:
               lambda: _neighbours_done(paths["neighbours"]),
               lambda: make_neighbours(paths["index"], paths["shapes"], SPLITS, paths["neighbours"], SELECTION)),
         Stage("decoder", "train the decoder", decoder_config.to_dict(), paths["decoder"],
-              lambda: _read(os.path.join(paths["decoder"], RESULTS_JSON)) is not None,
+              lambda: _trained(paths["decoder"]),
               lambda: train(decoder_config, paths["decoder"])),
         Stage("evaluation", f"score the decoder on the evaluation suite ({suite_size})", suite_size, paths["eval"],
               lambda: _evaluated(paths["eval"], paths["decoder"]),
               lambda: run_suite(paths["decoder"], suite_size, out=paths["eval"])),
         Stage("instruction_tuning", "instruction-tune the decoder", tuning.to_dict(), paths["sft"],
-              lambda: _read(os.path.join(paths["sft"], RESULTS_JSON)) is not None,
+              lambda: _trained(paths["sft"]),
               lambda: train(finetune_config(tuning, paths["decoder"]), paths["sft"])),
         Stage("tuned_evaluation", f"score the tuned decoder on every task ({suite_size})",
               {"size": suite_size, "tasks": TUNED_TASKS}, paths["sft_eval"],

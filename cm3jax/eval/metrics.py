@@ -136,7 +136,8 @@ def _unordered(parsed: ParsedCaption) -> ParsedCaption:
     return dataclasses.replace(parsed, objects=tuple(objects))
 
 
-def _parses_to(text: str, scene: Scene, detail: str) -> bool:
+def caption_is_exact(text: str, scene: Scene, detail: str = "full") -> bool:
+    """The text parses back to what a caption of `detail` says of the scene, in any object order."""
     try:
         return _unordered(parse(text)) == _unordered(describe(scene, detail))
     except ShapesError:
@@ -167,7 +168,7 @@ def captions(scenes: Sequence[Scene], texts: Sequence[str], detail: str = "full"
     references = {i: [" ".join(r.lower().split()) for r in reference_captions(s, detail)] for i, s in enumerate(scenes)}
     candidates = {i: [" ".join(t.lower().split()) or "<empty>"] for i, t in enumerate(texts)}
     cider, _ = Cider().compute_score(references, candidates)
-    return {"exact_match": rate(_parses_to(t, s, detail) for s, t in zip(scenes, texts)).to_json(),
+    return {"exact_match": rate(caption_is_exact(t, s, detail) for s, t in zip(scenes, texts)).to_json(),
             "parsed": rate(parsed).to_json(), "cider": float(cider), "num_scenes": len(scenes)}
 
 

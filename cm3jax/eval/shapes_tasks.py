@@ -377,7 +377,7 @@ def _captions(ctx: Context, detail: str) -> dict:
     name = "caption" if detail == "full" else f"caption_{detail}"
     texts = [t.strip() for t in _write(ctx, requests, _text_budget(ctx, truths, requests), "eos", name)]
     results = {**metrics.captions(prompt_set.scenes, texts, detail), **ctx.record(prompt_set, GREEDY)}
-    labels = [_mark(metrics.captions([s], [t], detail)["exact_match"]["hits"] == 1) + t
+    labels = [_mark(metrics.caption_is_exact(t, s, detail)) + t
               for s, t in zip(prompt_set.scenes, texts)]
     return {"results": results, "grids": [_text_grid(ctx, f"{name}.png", prompt_set, labels)],
             "examples": [{"asked": a, "written": t} for a, t in list(zip(truths, texts))[:16]]}
