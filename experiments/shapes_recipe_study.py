@@ -90,6 +90,10 @@ RECIPES = {
     "pixel_features": Recipe("default plus image tokens embedded and predicted also through what each code draws "
                              "(every pixel's RGB and squared length), so a logit scores each pixel's colour",
                              "retrieval", (("model.image_code_features", 64), ("model.image_code_source", "pixels"))),
+    "code_factors": Recipe("default plus image tokens embedded and predicted also through their Shapes factors (the "
+                           "mask of the patch each code encodes, one-hot, and its colours), so a mask learnt in one "
+                           "colour is known in every other", "retrieval",
+                           (("model.image_code_features", 364), ("model.image_code_source", "factors"))),
     "lr_to_zero": Recipe("default with the learning rate decayed linearly to zero (not to a tenth of its peak)",
                          "retrieval", (("train.end_lr_fraction", 0.0),)),
     "batch_8": Recipe("default with half the batch (8 x 256 tokens a step)", "retrieval", (("train.batch_size", 8),)),

@@ -1,13 +1,18 @@
 """Codebook health: usage statistics; the dead-code cure (codes unused for a while are
 restarted from encoder outputs of the current batch, preferring the ones the codebook
 represents worst, so the new codes land where they are needed); and the EMA codebook update
-(each entry the running mean of the vectors assigned to it, VQ-VAE's k-means-like update)."""
+(each entry the running mean of the vectors assigned to it, VQ-VAE's k-means-like update); and
+what the decoder may read of each code (its codebook vector, what it draws, its Shapes factors)."""
 
 from __future__ import annotations
+
+import collections
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from cm3jax.shapes.spec import BACKGROUNDS, PALETTE_NAMES, PALETTE_RGB
 
 
 def code_histogram(codes: jax.Array, codebook_size: int) -> jax.Array:
@@ -110,3 +115,66 @@ def pixel_features(looks_KHW3) -> np.ndarray:
     x = np.asarray(looks_KHW3, np.float64) / 127.5 - 1.0
     per_pixel = np.concatenate([x, np.sum(x * x, axis=-1, keepdims=True)], axis=-1)
     return codebook_features(per_pixel.reshape(len(per_pixel), -1))
+
+
+FACTOR_PATTERNS = 320  # the commonest masks kept apart; rarer ones share the last slot
+FACTOR_COLOR_SLOTS = ("background", "first object colour", "second object colour", "present")
+FACTOR_FEATURES = FACTOR_PATTERNS + len(FACTOR_COLOR_SLOTS) * len(PALETTE_NAMES)
+
+
+def _pixel_roles(palette_P) -> tuple[tuple[int, ...], tuple[int, int, int]]:
+    """(each pixel's role, the palette colours of the background and first two object roles; -1
+    for none). Roles: 0 the first background-class colour, 1 and 2 the first and second object
+    colours (a third shares role 2), 3 any other background-class colour, 4 off the palette."""
+    background, objects = [], []
+    roles = []
+    for colour in palette_P:
+        if colour < 0:
+            roles.append(4)
+        elif PALETTE_NAMES[colour] in BACKGROUNDS:
+            background += [colour] if colour not in background else []
+            roles.append(0 if background.index(colour) == 0 else 3)
+        else:
+            objects += [colour] if colour not in objects else []
+            roles.append(1 + min(objects.index(colour), 1))
+    slots = (background[:1] or [-1]) + (objects[:2] + [-1, -1])[:2]
+    return tuple(roles), tuple(slots)
+
+
+def code_factors(images_NRR3: np.ndarray, codes_Nhw: np.ndarray, codebook_size: int) -> np.ndarray:
+    """float32 [K, FACTOR_FEATURES]: each code's Shapes factors, read from the patch it most often
+    encodes in these images: its mask (which pixels are background, which the first or second
+    object colour; one-hot over the FACTOR_PATTERNS commonest masks) and its colours (one-hot
+    per role, and which palette colours it holds). A red and a blue piece of the same shape edge
+    share their mask and differ only in colour, so what the decoder learns of one reaches the
+    other. Codes the images never use get zeros."""
+    n, h, w = codes_Nhw.shape
+    resolution = images_NRR3.shape[1]
+    if resolution % h or resolution % w:
+        raise ValueError(f"a {h}x{w} code grid does not tile {resolution}x{resolution} images")
+    ph, pw = resolution // h, resolution // w
+    patches = images_NRR3.reshape(n, h, ph, w, pw, 3).transpose(0, 1, 3, 2, 4, 5).reshape(n * h * w, ph * pw, 3)
+    unique_patches, patch_ids = np.unique(patches.reshape(len(patches), -1), axis=0, return_inverse=True)
+    pairs, counts = np.unique(np.stack([codes_Nhw.ravel(), patch_ids.ravel()], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((-counts, pairs[:, 0]))  # by code, commonest patch first
+    pairs = pairs[order]
+    first = np.ones(len(pairs), bool)
+    first[1:] = pairs[1:, 0] != pairs[:-1, 0]
+    majority = {int(code): int(patch) for code, patch in pairs[first]}
+
+    distance_QP = np.abs(unique_patches.reshape(-1, 3)[:, None, :].astype(np.int32) - PALETTE_RGB).sum(-1)
+    palette_Q = np.where(distance_QP.min(-1) == 0, distance_QP.argmin(-1), -1).reshape(len(unique_patches), -1)
+    described = {code: _pixel_roles(palette_Q[patch]) for code, patch in majority.items()}
+    uses = collections.Counter(roles for roles, _ in described.values())
+    by_frequency = sorted(uses, key=lambda roles: (-uses[roles], roles))
+    pattern_slot = {roles: min(i, FACTOR_PATTERNS - 1) for i, roles in enumerate(by_frequency)}
+    colours = len(PALETTE_NAMES)
+    features = np.zeros((codebook_size, FACTOR_FEATURES), np.float32)
+    for code, (roles, slots) in described.items():
+        features[code, pattern_slot[roles]] = 1.0
+        for i, colour in enumerate(slots):
+            if colour >= 0:
+                features[code, FACTOR_PATTERNS + i * colours + colour] = 1.0
+        for colour in set(palette_Q[majority[code]]) - {-1}:
+            features[code, FACTOR_PATTERNS + 3 * colours + colour] = 1.0
+    return features

@@ -10,7 +10,7 @@ from cm3jax.errors import UserError
 NORMS = ("layernorm", "rmsnorm")  # layernorm: no learnable affine (CM3Leon); rmsnorm: learnable scale (Chameleon)
 MLPS = ("gelu", "swiglu")
 POSITIONS = ("learned", "rope")
-IMAGE_CODE_SOURCES = ("codebook", "pixels")
+IMAGE_CODE_SOURCES = ("codebook", "pixels", "factors")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,9 @@ class DecoderConfig:
     # vector c of width F that training fills in from the image tokenizer: embedding += c W_in,
     # logit += h W_out c^T, so codes that look alike share what is learned about any of them.
     # image_code_source says which vector: "codebook", the code's codebook vector; "pixels", what
-    # the code draws, each pixel's RGB and squared length (a logit then scores each pixel's colour)
+    # the code draws, each pixel's RGB and squared length (a logit then scores each pixel's colour);
+    # "factors", the Shapes mask and colours of the patch the code encodes (one-hot; a logit then adds
+    # a score of the mask to a score of each colour)
     image_code_features: int = 0
     image_code_source: str = "codebook"
     image_id_start: int = 0

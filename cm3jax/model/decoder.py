@@ -6,6 +6,8 @@ parameters carry a leading layer axis [L, ...], run by `jax.lax.scan`: one compi
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -130,14 +132,20 @@ class Decoder(nnx.Module):
         """float32 logits over the whole (padded) vocabulary."""
         x = self.final_norm(x_BTD)
         head = self.embed[...].T if self.lm_head is None else self.lm_head[...]
+        if self.image_codes is None:
+            return constrain(dense(x, head.astype(x.dtype), jnp.float32), ("batch", "length", "act_vocab"))
+        c = self.config
+        code_out_DF, codes_FK = self.image_code_out[...].astype(x.dtype), self._codebook().T.astype(x.dtype)
+        around = [(0, 0), (c.image_id_start, head.shape[-1] - c.image_id_end)]
+        d, f, k = code_out_DF.shape + codes_FK.shape[1:]
+        if math.prod(x.shape[:-1]) * f * (d + k) > d * f * k:
+            # many tokens (training, prefill): fold the code features into the head once, [D, K]
+            head = head.astype(x.dtype) + jnp.pad(dense(code_out_DF, codes_FK), around)
+            return constrain(dense(x, head, jnp.float32), ("batch", "length", "act_vocab"))
         logits = dense(x, head.astype(x.dtype), jnp.float32)
-        if self.image_codes is not None:
-            c = self.config
-            image_logits = dense(dense(x, self.image_code_out[...].astype(x.dtype)),
-                                 self._codebook().T.astype(x.dtype), jnp.float32)
-            around = [(0, 0)] * (logits.ndim - 1) + [(c.image_id_start, logits.shape[-1] - c.image_id_end)]
-            logits = logits + jnp.pad(image_logits, around)
-        return constrain(logits, ("batch", "length", "act_vocab"))
+        image_logits = dense(dense(x, code_out_DF), codes_FK, jnp.float32)
+        around = [(0, 0)] * (logits.ndim - 1) + around[-1:]
+        return constrain(logits + jnp.pad(image_logits, around), ("batch", "length", "act_vocab"))
 
     def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None,
                  segments_BT: jax.Array | None = None) -> jax.Array:

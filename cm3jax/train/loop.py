@@ -33,13 +33,15 @@ from cm3jax.distributed import maybe_initialize
 from cm3jax.documents import DocumentCodec
 from cm3jax.errors import UserError
 from cm3jax.fileio import atomic_write_text
-from cm3jax.image_tokenizer.codebook import PIXEL_FEATURES, codebook_features, pixel_features
+from cm3jax.image_tokenizer.codebook import (FACTOR_FEATURES, PIXEL_FEATURES, code_factors, codebook_features,
+                                             pixel_features)
 from cm3jax.image_tokenizer.codec import code_looks, encode_images
 from cm3jax.image_tokenizer.report import save_loss_curves
 from cm3jax.model.config import DecoderConfig
 from cm3jax.model.decoder import Decoder
 from cm3jax.retrieval.neighbours import sample_context
 from cm3jax.retrieval.shapes_memory import retrieval_inputs
+from cm3jax.shapes.dataset import data_source
 from cm3jax.shapes.emblems import throwaway_patterns
 from cm3jax.sharding import make_mesh, mesh_context, state_shardings
 from cm3jax.train.metrics import MetricLogger
@@ -125,8 +127,8 @@ def _set_image_ids(config: ml_collections.ConfigDict, vocab: MultimodalVocab, to
         raise UserError(f"model.image_positions is {model.image_positions} but the image tokenizer makes "
                         f"{vocab.image_tokens} tokens per image; set it to {vocab.image_tokens} (or 0).")
     features, source = model.get("image_code_features", 0), model.get("image_code_source", "codebook")
-    width = (tokenizer.config.embed_dim if source == "codebook"
-             else tokenizer.config.downsample_factor ** 2 * PIXEL_FEATURES)
+    width = {"codebook": tokenizer.config.embed_dim, "pixels": tokenizer.config.downsample_factor ** 2 * PIXEL_FEATURES,
+             "factors": FACTOR_FEATURES}[source]
     if features and features != width:
         raise UserError(f"model.image_code_features is {features} but the image tokenizer's code vectors "
                         f"(image_code_source {source!r}) have {width} dimensions; set it to {width} (or 0).")
@@ -139,13 +141,32 @@ def with_code_vectors(params, config: ml_collections.ConfigDict, tokenizer):
     copied into `image_codes`."""
     if not config.model.get("image_code_features", 0):
         return params
-    if config.model.get("image_code_source", "codebook") == "codebook":
+    source = config.model.get("image_code_source", "codebook")
+    if source == "codebook":
         vectors = codebook_features(tokenizer.quantize.embedding[...])
-    else:
+    elif source == "pixels":
         vectors = pixel_features(code_looks(tokenizer))
+    else:
+        images = factor_images(config, tokenizer)
+        vectors = code_factors(images, encode_images(tokenizer, images), tokenizer.config.codebook_size)
     codes = params["image_codes"]
     codes[...] = jax.device_put(vectors, codes[...].sharding)
     return params
+
+
+FACTOR_SCENES = 10_000  # training images that say what each code encodes
+
+
+def factor_images(config: ml_collections.ConfigDict, tokenizer) -> np.ndarray:
+    """uint8 [N, R, R, 3]: the images a run trains on that say what each code encodes: the first
+    training scenes of its Shapes world and its invented emblem patterns (never the memory bank's
+    unseen emblems)."""
+    source = data_source(config.data.shapes_dir, "train")
+    images = [source[i]["image"] for i in range(min(FACTOR_SCENES, len(source)))]
+    if config.data.get("throwaway_emblems", 0.0):
+        images += list(throwaway_patterns(config.data.throwaway_patterns, config.train.seed,
+                                          tokenizer.config.resolution))
+    return np.stack(images)
 
 
 def _initial_params(params, config: ml_collections.ConfigDict, tokenizer):

@@ -3,9 +3,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cm3jax.image_tokenizer.codebook import (batch_usage_and_perplexity, code_bits_given_patch, code_histogram,
-                                             codebook_features, ema_entries, ema_update, pixel_features,
-                                             restart_dead_codes, usage_and_perplexity)
+from cm3jax.image_tokenizer.codebook import (FACTOR_FEATURES, FACTOR_PATTERNS, batch_usage_and_perplexity,
+                                             code_bits_given_patch, code_factors, code_histogram, codebook_features,
+                                             ema_entries, ema_update, pixel_features, restart_dead_codes,
+                                             usage_and_perplexity)
+from cm3jax.shapes.render import render
+from cm3jax.shapes.scene import Scene, ShapeObject
+from cm3jax.shapes.spec import PALETTE_NAMES
 
 
 def test_the_histogram_counts_each_code():
@@ -136,3 +140,50 @@ def test_a_linear_score_of_pixel_features_prefers_any_one_look():
         scores = features @ weights
         best = np.flatnonzero(np.isclose(scores, scores.max()))
         np.testing.assert_array_equal(best, np.flatnonzero((looks == looks[wanted]).all(axis=(1, 2, 3))))
+
+
+def _patch_codes(images_NRR3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes that are a function of their 4 x 4 patch (ids of the distinct patches), and the patches."""
+    n = len(images_NRR3)
+    patches = images_NRR3.reshape(n, 8, 4, 8, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(n * 64, -1)
+    unique, ids = np.unique(patches, axis=0, return_inverse=True)
+    return ids.reshape(n, 8, 8), unique
+
+
+def test_code_factors_share_a_mask_across_colours_and_name_each_colour():
+    circle = lambda color, background: Scene(id="s", background=background, objects=(  # noqa: E731
+        ShapeObject("circle", color, "large", "top left", (5, 5), 8),))
+    images = np.stack([render(circle("red", "black")), render(circle("blue", "black")), render(circle("red", "white"))])
+    codes, patches = _patch_codes(images)
+    features = code_factors(images, codes, codebook_size=len(patches) + 3)
+    assert features.shape == (len(patches) + 3, FACTOR_FEATURES) and features.dtype == np.float32
+    np.testing.assert_array_equal(features[len(patches):], 0.0)  # codes the images never use
+    colours = len(PALETTE_NAMES)
+
+    def slot(code, i):
+        return features[code, FACTOR_PATTERNS + i * colours:FACTOR_PATTERNS + (i + 1) * colours]
+
+    red, blue, on_white = codes[:, 0, 1]  # the patch right of the top-left one: a piece of the circle's top edge
+    assert len({red, blue, on_white}) == 3, "three different patches"
+    for code in (red, blue, on_white):
+        assert features[code, :FACTOR_PATTERNS].sum() == 1.0
+    np.testing.assert_array_equal(features[red, :FACTOR_PATTERNS], features[blue, :FACTOR_PATTERNS])  # one mask
+    np.testing.assert_array_equal(features[red, :FACTOR_PATTERNS], features[on_white, :FACTOR_PATTERNS])
+    index = PALETTE_NAMES.index
+    assert slot(red, 0)[index("black")] == 1 and slot(red, 1)[index("red")] == 1 and slot(red, 2).sum() == 0
+    assert slot(blue, 1)[index("blue")] == 1 and slot(on_white, 0)[index("white")] == 1
+    np.testing.assert_array_equal(np.flatnonzero(slot(red, 3)), sorted([index("black"), index("red")]))
+    plain = codes[0, 7, 7]  # bottom right: nothing but background
+    assert slot(plain, 0)[index("black")] == 1 and slot(plain, 1).sum() == 0
+    assert not np.array_equal(features[plain, :FACTOR_PATTERNS], features[red, :FACTOR_PATTERNS])
+
+
+def test_a_code_that_encodes_several_patches_takes_the_commonest():
+    images = np.zeros((3, 32, 32, 3), np.uint8)
+    images[0, :4, :4] = (220, 40, 40)  # one red patch; two black images
+    codes = np.zeros((3, 8, 8), np.int32)  # every patch is code 0: black 191 times, red once
+    features = code_factors(images, codes, codebook_size=2)
+    black = PALETTE_NAMES.index("black")
+    assert features[0, FACTOR_PATTERNS + black] == 1.0 and features[0, FACTOR_PATTERNS:].sum() == 2.0
+    with pytest.raises(ValueError, match="does not tile"):
+        code_factors(images, codes[:, :, :3], codebook_size=2)

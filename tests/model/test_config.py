@@ -36,7 +36,7 @@ def test_param_count_equals_the_built_models(name):
     (dict(positions="alibi"), "model.positions must be one of learned, rope"),
     (dict(image_positions=16), "with image ids \\[0, 0\\) set from the vocabulary"),
     (dict(image_code_features=8), "width of the image tokenizer's code vectors, with image ids \\[0, 0\\)"),
-    (dict(image_code_source="codes"), "model.image_code_source must be one of codebook, pixels, got 'codes'"),
+    (dict(image_code_source="codes"), "model.image_code_source must be one of codebook, pixels, factors, got 'codes'"),
     (dict(d_model=30), "d_model 30 is not divisible by n_heads 4; set head_dim"),
     (dict(n_kv_heads=3), "n_heads 4 must be a multiple of n_kv_heads 3"),
     (dict(positions="rope", head_dim=7), "RoPE needs an even head size, got 7"),

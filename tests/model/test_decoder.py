@@ -150,6 +150,18 @@ def test_codes_that_look_alike_share_what_is_learned_about_one_of_them():
     assert gain[0] > 0 and gain[1] > 0.25 * gain[0] and gain[1] > 5 * abs(gain[2])
 
 
+def test_code_features_folded_into_the_head_give_the_logits_of_the_two_products():
+    """Many tokens fold W_out c^T into the head once; a few (decoding) take x W_out, then c^T."""
+    config = dataclasses.replace(BASE, image_code_features=4, image_id_start=100, image_id_end=108)
+    model = _with_codebook(Decoder(config, nnx.Rngs(0)), np.random.default_rng(0).normal(size=(8, 4)))
+    model.image_code_out[...] = jax.random.normal(jax.random.key(1), model.image_code_out[...].shape)
+    x = jax.random.normal(jax.random.key(2), (2, 32, config.d_model))
+    folded = np.asarray(model.logits(x))
+    one_by_one = np.concatenate([np.asarray(model.logits(x[:, t:t + 1])) for t in range(32)], axis=1)
+    np.testing.assert_allclose(folded, one_by_one, rtol=1e-5, atol=1e-5)
+    assert np.abs(folded[..., 100:108]).max() > 10 * np.abs(folded[..., :100]).max(), "the features carry image logits"
+
+
 def test_a_cache_longer_than_the_context_is_refused():
     model = Decoder(BASE, nnx.Rngs(0))
     with pytest.raises(ValueError, match="exceeds the context of 64"):

@@ -61,7 +61,8 @@ def test_training_copies_the_codebook_into_the_model_and_never_changes_it(world,
     from cm3jax.image_tokenizer.codebook import codebook_features
     from cm3jax.sampling.inference import TrainedDecoder
     config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test",
-                         tiny_overrides(world) + ["--config.model.image_code_features=8"])
+                         tiny_overrides(world) + ["--config.model.image_code_features=8",
+                                                  "--config.model.image_code_source=codebook"])
     train(config, str(tmp_path / "run"), progress=False)
     trained = TrainedDecoder.load(str(tmp_path / "run"))
     assert trained.step == 6
@@ -81,7 +82,25 @@ def test_training_copies_what_each_code_draws_into_the_model(world, tmp_path):
                                   pixel_features(code_looks(trained.image_model)))
 
 
-@pytest.mark.parametrize("source, width", [("codebook", 8), ("pixels", 64)])
+def test_training_copies_each_codes_shapes_factors_into_the_model(world, tmp_path):
+    from cm3jax.image_tokenizer.codebook import FACTOR_FEATURES, code_factors
+    from cm3jax.image_tokenizer.codec import encode_images
+    from cm3jax.sampling.inference import TrainedDecoder
+    from cm3jax.shapes.emblems import EMBLEM_NAMES, render_emblem
+    from cm3jax.train.loop import factor_images
+    config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test", tiny_overrides(world) + [
+        f"--config.model.image_code_features={FACTOR_FEATURES}", "--config.model.image_code_source=factors"])
+    train(config, str(tmp_path / "run"), progress=False)
+    trained = TrainedDecoder.load(str(tmp_path / "run"))
+    images = factor_images(config, trained.image_model)
+    unseen = {render_emblem(name).tobytes() for name in EMBLEM_NAMES[16:]}
+    assert not unseen & {image.tobytes() for image in images}, "no held-out emblem says what a code encodes"
+    want = code_factors(images, encode_images(trained.image_model, images), trained.image_model.config.codebook_size)
+    assert want.sum() > 0
+    np.testing.assert_array_equal(np.asarray(trained.model.image_codes[...]), want)
+
+
+@pytest.mark.parametrize("source, width", [("codebook", 8), ("pixels", 64), ("factors", 364)])
 def test_image_code_features_other_than_the_code_vectors_are_refused(world, tmp_path, source, width):
     config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test", tiny_overrides(world) + [
         "--config.model.image_code_features=16", f"--config.model.image_code_source={source}"])
