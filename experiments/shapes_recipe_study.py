@@ -41,6 +41,7 @@ sys.path.insert(0, ROOT)
 from cm3jax.benchmarking import cpu_name_and_isa  # noqa: E402
 from cm3jax.config import load_config  # noqa: E402
 from cm3jax.errors import UserError  # noqa: E402
+from cm3jax.image_tokenizer.codebook import FACTOR_FEATURES  # noqa: E402
 from cm3jax.eval.suite import run_suite  # noqa: E402
 
 import matplotlib  # noqa: E402
@@ -93,7 +94,7 @@ RECIPES = {
     "code_factors": Recipe("default plus image tokens embedded and predicted also through their Shapes factors (the "
                            "mask of the patch each code encodes, one-hot, and its colours), so a mask learnt in one "
                            "colour is known in every other", "retrieval",
-                           (("model.image_code_features", 364), ("model.image_code_source", "factors"))),
+                           (("model.image_code_features", FACTOR_FEATURES), ("model.image_code_source", "factors"))),
     "lr_to_zero": Recipe("default with the learning rate decayed linearly to zero (not to a tenth of its peak)",
                          "retrieval", (("train.end_lr_fraction", 0.0),)),
     "batch_8": Recipe("default with half the batch (8 x 256 tokens a step)", "retrieval", (("train.batch_size", 8),)),

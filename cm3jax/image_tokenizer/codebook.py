@@ -74,6 +74,16 @@ def ema_entries(count_K: jax.Array, sum_KD: jax.Array, previous_KD: jax.Array) -
     return jnp.where(usable_K[:, None], sum_KD / jnp.where(usable_K, count_K, 1.0)[:, None], previous_KD)
 
 
+def _patches(images_NRR3: np.ndarray, codes_Nhw: np.ndarray) -> np.ndarray:
+    """uint8 [N * h * w, P]: each code's patch of pixels, flattened, in the codes' order."""
+    n, h, w = codes_Nhw.shape
+    resolution = images_NRR3.shape[1]
+    if resolution % h or resolution % w:
+        raise ValueError(f"a {h}x{w} code grid does not tile {resolution}x{resolution} images")
+    ph, pw = resolution // h, resolution // w
+    return images_NRR3.reshape(n, h, ph, w, pw, -1).transpose(0, 1, 3, 2, 4, 5).reshape(n * h * w, -1)
+
+
 def code_bits_given_patch(images_NRR3: np.ndarray, codes_Nhw: np.ndarray) -> float:
     """H(code | the pixels of its patch), in bits: how much a code says beyond what it shows.
 
@@ -81,13 +91,7 @@ def code_bits_given_patch(images_NRR3: np.ndarray, codes_Nhw: np.ndarray) -> flo
     has to guess these bits, and nothing in a caption tells them: a tokenizer that spends its
     codes on synonyms of one patch (the background, above all) makes its images unlearnable
     even at perfect reconstruction."""
-    n, h, w = codes_Nhw.shape
-    resolution = images_NRR3.shape[1]
-    if resolution % h or resolution % w:
-        raise ValueError(f"a {h}x{w} code grid does not tile {resolution}x{resolution} images")
-    ph, pw = resolution // h, resolution // w
-    patches = images_NRR3.reshape(n, h, ph, w, pw, -1).transpose(0, 1, 3, 2, 4, 5).reshape(n * h * w, -1)
-    _, patch_ids = np.unique(patches, axis=0, return_inverse=True)
+    _, patch_ids = np.unique(_patches(images_NRR3, codes_Nhw), axis=0, return_inverse=True)
     pairs = np.stack([patch_ids.ravel(), codes_Nhw.ravel()], axis=1)
     _, pair_counts = np.unique(pairs, axis=0, return_counts=True)
     _, patch_counts = np.unique(patch_ids, return_counts=True)
@@ -148,13 +152,7 @@ def code_factors(images_NRR3: np.ndarray, codes_Nhw: np.ndarray, codebook_size: 
     per role, and which palette colours it holds). A red and a blue piece of the same shape edge
     share their mask and differ only in colour, so what the decoder learns of one reaches the
     other. Codes the images never use get zeros."""
-    n, h, w = codes_Nhw.shape
-    resolution = images_NRR3.shape[1]
-    if resolution % h or resolution % w:
-        raise ValueError(f"a {h}x{w} code grid does not tile {resolution}x{resolution} images")
-    ph, pw = resolution // h, resolution // w
-    patches = images_NRR3.reshape(n, h, ph, w, pw, 3).transpose(0, 1, 3, 2, 4, 5).reshape(n * h * w, ph * pw, 3)
-    unique_patches, patch_ids = np.unique(patches.reshape(len(patches), -1), axis=0, return_inverse=True)
+    unique_patches, patch_ids = np.unique(_patches(images_NRR3, codes_Nhw), axis=0, return_inverse=True)
     pairs, counts = np.unique(np.stack([codes_Nhw.ravel(), patch_ids.ravel()], axis=1), axis=0, return_counts=True)
     order = np.lexsort((-counts, pairs[:, 0]))  # by code, commonest patch first
     pairs = pairs[order]

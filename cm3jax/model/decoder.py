@@ -136,16 +136,16 @@ class Decoder(nnx.Module):
             return constrain(dense(x, head.astype(x.dtype), jnp.float32), ("batch", "length", "act_vocab"))
         c = self.config
         code_out_DF, codes_FK = self.image_code_out[...].astype(x.dtype), self._codebook().T.astype(x.dtype)
-        around = [(0, 0), (c.image_id_start, head.shape[-1] - c.image_id_end)]
+        vocab_pad = (c.image_id_start, head.shape[-1] - c.image_id_end)  # image codes -> the whole vocabulary
         d, f, k = code_out_DF.shape + codes_FK.shape[1:]
         if math.prod(x.shape[:-1]) * f * (d + k) > d * f * k:
             # many tokens (training, prefill): fold the code features into the head once, [D, K]
-            head = head.astype(x.dtype) + jnp.pad(dense(code_out_DF, codes_FK), around)
+            head = head.astype(x.dtype) + jnp.pad(dense(code_out_DF, codes_FK), [(0, 0), vocab_pad])
             return constrain(dense(x, head, jnp.float32), ("batch", "length", "act_vocab"))
         logits = dense(x, head.astype(x.dtype), jnp.float32)
         image_logits = dense(dense(x, code_out_DF), codes_FK, jnp.float32)
-        around = [(0, 0)] * (logits.ndim - 1) + around[-1:]
-        return constrain(logits + jnp.pad(image_logits, around), ("batch", "length", "act_vocab"))
+        image_logits = jnp.pad(image_logits, [(0, 0)] * (logits.ndim - 1) + [vocab_pad])
+        return constrain(logits + image_logits, ("batch", "length", "act_vocab"))
 
     def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None,
                  segments_BT: jax.Array | None = None) -> jax.Array:
