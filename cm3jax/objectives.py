@@ -105,6 +105,26 @@ def random_cm3(tokens, vocab: MultimodalVocab, rng: np.random.Generator, rate: f
     return cm3_mask(tokens, vocab, sample_spans(tokens, vocab, rng, number_of_spans(rng, rate)))
 
 
+def most_frequent_code(document, vocab: MultimodalVocab) -> int | None:
+    """The image id a document's image tokens hold most often (a Shapes image's plain background
+    patch); None for a document without image tokens."""
+    document = np.asarray(document)
+    image = document[vocab.is_image(document)]
+    if not len(image):
+        return None
+    ids, counts = np.unique(image, return_counts=True)
+    return int(ids[np.argmax(counts)])
+
+
+def weight_drawn_codes(masked: Masked, backgrounds, vocab: MultimodalVocab, weight: float) -> np.ndarray:
+    """`masked`'s loss weights with every image code that is not one of `backgrounds` (each
+    document's `most_frequent_code`) weighted `weight` times: the codes that draw something,
+    a tenth of the tokens and all of the difficulty of drawing."""
+    tokens = masked.tokens
+    drawn = vocab.is_image(tokens) & ~np.isin(tokens, np.asarray(list(backgrounds), np.int64))
+    return np.where(drawn, masked.loss_weights * weight, masked.loss_weights).astype(np.float32)
+
+
 def unmask(masked_tokens, vocab: MultimodalVocab) -> np.ndarray:
     """The original document (without <eos>) from its causal-masked form."""
     tokens = np.asarray(masked_tokens, np.int32)

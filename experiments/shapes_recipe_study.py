@@ -95,6 +95,22 @@ RECIPES = {
                            "mask of the patch each code encodes, one-hot, and its colours), so a mask learnt in one "
                            "colour is known in every other", "retrieval",
                            (("model.image_code_features", FACTOR_FEATURES), ("model.image_code_source", "factors"))),
+    "code_factors_throwaway_0.3": Recipe("code_factors with three in ten examples throwaway emblems (not one), to "
+                                         "keep the copying the factors cost", "retrieval",
+                                         (("model.image_code_features", FACTOR_FEATURES),
+                                          ("model.image_code_source", "factors"), ("data.throwaway_emblems", 0.3))),
+    "code_factors_image_first_0.15": Recipe("code_factors with half the image-first documents (0.15, not 0.3), so "
+                                            "more of each step is text -> image", "retrieval",
+                                            (("model.image_code_features", FACTOR_FEATURES),
+                                             ("model.image_code_source", "factors"), ("data.image_to_text", 0.15))),
+    "code_factors_lr_6e-3": Recipe("code_factors at twice the peak learning rate (6e-3)", "retrieval",
+                                   (("model.image_code_features", FACTOR_FEATURES),
+                                    ("model.image_code_source", "factors"), ("train.peak_lr", 6e-3))),
+    "code_factors_drawn_x4": Recipe("code_factors with four times the loss weight on the image codes that draw "
+                                    "something (all but each image's most frequent code, its background)",
+                                    "retrieval", (("model.image_code_features", FACTOR_FEATURES),
+                                                  ("model.image_code_source", "factors"),
+                                                  ("data.drawn_code_weight", 4.0))),
     "lr_to_zero": Recipe("default with the learning rate decayed linearly to zero (not to a tenth of its peak)",
                          "retrieval", (("train.end_lr_fraction", 0.0),)),
     "batch_8": Recipe("default with half the batch (8 x 256 tokens a step)", "retrieval", (("train.batch_size", 8),)),

@@ -41,6 +41,8 @@ def get_config(variant: str = "default"):
     config.data = ml_collections.ConfigDict(dict(
         shapes_dir="runs/demo/shapes", codes_dir="runs/demo/codes", text_tokenizer="runs/demo/text.model",
         image_tokenizer="runs/demo/vqgan", image_to_text=0.3, cfg_dropout=0.1, cm3_rate=0.1, span_rate=1.0,
+        # loss weight of the image codes that draw something (not their image's most frequent code)
+        drawn_code_weight=1.0,
         # retrieval augmentation: a memory bank (`cm3jax retrieval bank`) and the examples' offline
         # neighbours in it (`cm3jax retrieval neighbours`); empty: no retrieval
         retrieval_bank="", neighbours="", retrieved_documents=2 if retrieval else 3,

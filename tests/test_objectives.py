@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from cm3jax.errors import UserError
-from cm3jax.objectives import causal, cm3_mask, infill_prompt, number_of_spans, random_cm3, unmask
+from cm3jax.objectives import (causal, cm3_mask, infill_prompt, most_frequent_code, number_of_spans, random_cm3, unmask,
+                               weight_drawn_codes)
 from cm3jax.vocab import MAX_SENTINELS, MultimodalVocab
 
 VOCAB = MultimodalVocab(text_size=50, image_codebook_size=40, image_tokens=4)
@@ -84,3 +85,14 @@ def test_span_count_is_a_clamped_poisson():
     assert counts.min() == 1 and counts.max() <= MAX_SENTINELS
     # P(n=1) = P(Poisson(1) <= 1) = 2/e
     assert abs((counts == 1).mean() - 2 / np.e) < 0.015
+
+
+def test_drawn_codes_are_weighted_through_cm3_masking_and_backgrounds_are_not():
+    doc = _document([("text", [7, 8]), ("image", [3, 3, 9, 3])])
+    assert most_frequent_code(doc, VOCAB) == VOCAB.image_ids(np.array([3]))[0]
+    assert most_frequent_code(_document([("text", [7, 8])]), VOCAB) is None
+    masked = cm3_mask(doc, VOCAB, [(3, 5)])  # the first two image codes move after <infill>
+    weights = weight_drawn_codes(masked, {most_frequent_code(doc, VOCAB)}, VOCAB, 3.0)
+    drawn = masked.tokens == VOCAB.image_ids(np.array([9]))[0]
+    assert drawn.sum() == 1
+    np.testing.assert_array_equal(weights, np.where(drawn, 3.0, 1.0) * masked.loss_weights)

@@ -17,7 +17,7 @@ from grain import experimental as grain_experimental
 
 from cm3jax.documents import DocumentCodec
 from cm3jax.errors import UserError
-from cm3jax.objectives import causal, random_cm3
+from cm3jax.objectives import causal, most_frequent_code, random_cm3, weight_drawn_codes
 from cm3jax.sharding import batch_sharding
 
 FIELDS = ("inputs", "targets", "weights")
@@ -30,6 +30,12 @@ BATCH_KEYS = FIELDS + ("positions", "segments")
 class ObjectiveConfig:
     cm3_rate: float = 1.0  # share of documents masked with CM3; the rest are plain causal
     span_rate: float = 1.0  # Poisson rate of the number of spans
+    drawn_code_weight: float = 1.0  # loss weight of image codes other than their document's most frequent one
+
+    def __post_init__(self):
+        if not self.drawn_code_weight > 0:
+            raise UserError(f"data.drawn_code_weight is a loss weight and must be positive (1: every token alike); "
+                            f"got {self.drawn_code_weight}.")
 
 
 def to_training_example(document, codec: DocumentCodec, objective: ObjectiveConfig, seq_len: int,
@@ -57,7 +63,11 @@ def to_training_example(document, codec: DocumentCodec, objective: ObjectiveConf
             raise UserError(f"A training document takes {len(masked.tokens) - 1} tokens, "
                             f"{len(masked.tokens) - 1 - seq_len} more than train.seq_len = {seq_len}; raise "
                             f"train.seq_len or shorten the documents.")
-    tokens, weights = masked.tokens, masked.loss_weights
+    weights = masked.loss_weights
+    if objective.drawn_code_weight != 1.0:
+        backgrounds = {most_frequent_code(d, codec.vocab) for d in (*context, query)} - {None}
+        weights = weight_drawn_codes(masked, backgrounds, codec.vocab, objective.drawn_code_weight)
+    tokens = masked.tokens
     return {"inputs": tokens[:-1], "targets": tokens[1:], "weights": weights[1:].astype(np.float32)}
 
 

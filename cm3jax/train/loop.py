@@ -105,7 +105,8 @@ def _pipeline(config, codec, split: str, seed: int, repeat: bool, retrieval=None
 
 def _pretraining_rows(config, codec, split: str, retrieval, throwaway):
     mixture = ShapesMixture(config.data.image_to_text, config.data.cfg_dropout)
-    objective = ObjectiveConfig(config.data.cm3_rate, config.data.span_rate)
+    objective = ObjectiveConfig(config.data.cm3_rate, config.data.span_rate,
+                                float(config.data.get("drawn_code_weight", 1.0)))
     bank, rows = (retrieval[0], retrieval[1][split]) if retrieval is not None else (None, None)
 
     def to_context(example, rng):

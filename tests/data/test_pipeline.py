@@ -122,3 +122,23 @@ def test_the_context_budget_drops_retrieved_documents_first_never_the_query(code
     with pytest.raises(UserError, match=f"takes {len(query_ids)} tokens, 5 more than train.seq_len = "
                                         f"{len(query_ids) - 5}"):
         to_training_example(query, codec, ObjectiveConfig(), len(query_ids) - 5, np.random.default_rng(0), [doc])
+
+
+def test_drawn_code_weight_weighs_every_image_code_but_each_documents_background(codec):
+    from cm3jax.data.pipeline import to_training_example
+    from cm3jax.documents import ImageSegment, TextSegment
+    from cm3jax.errors import UserError
+    grid = np.full((4, 4), 1)
+    grid[1:3, 1:3] = 5  # a drawn object on background code 1
+    query = (TextSegment("a red circle"), ImageSegment(grid))
+    context = [codec.encode((TextSegment("a blue square"), ImageSegment(np.where(grid == 5, 6, 2))))]
+    plain = to_training_example(query, codec, ObjectiveConfig(cm3_rate=0.0), SEQ_LEN, np.random.default_rng(0), context)
+    weighted = to_training_example(query, codec, ObjectiveConfig(cm3_rate=0.0, drawn_code_weight=4.0), SEQ_LEN,
+                                   np.random.default_rng(0), context)
+    np.testing.assert_array_equal(weighted["targets"], plain["targets"])
+    drawn = np.isin(weighted["targets"], codec.vocab.image_ids(np.array([5, 6])))
+    assert drawn.sum() == 8  # four object codes in each of the two images
+    np.testing.assert_array_equal(weighted["weights"], np.where(drawn, 4.0, 1.0) * plain["weights"])
+    assert (plain["weights"][np.isin(plain["targets"], codec.vocab.image_ids(np.array([1, 2])))] == 1).all()
+    with pytest.raises(UserError, match="drawn_code_weight is a loss weight and must be positive"):
+        ObjectiveConfig(drawn_code_weight=0.0)
