@@ -111,6 +111,8 @@ RECIPES = {
                                     "retrieval", (("model.image_code_features", FACTOR_FEATURES),
                                                   ("model.image_code_source", "factors"),
                                                   ("data.drawn_code_weight", 4.0))),
+    "drawn_x4": Recipe("default with four times the loss weight on the image codes that draw something",
+                       "retrieval", (("data.drawn_code_weight", 4.0),)),
     "lr_to_zero": Recipe("default with the learning rate decayed linearly to zero (not to a tenth of its peak)",
                          "retrieval", (("train.end_lr_fraction", 0.0),)),
     "batch_8": Recipe("default with half the batch (8 x 256 tokens a step)", "retrieval", (("train.batch_size", 8),)),

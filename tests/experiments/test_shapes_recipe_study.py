@@ -52,3 +52,14 @@ def test_a_recipe_with_more_training_scenes_trains_on_its_own_world(demo, tmp_pa
     assert results["checkpoint"]["step"] == 4
     trained = json.loads((tmp_path / "study.json").read_text())["rows"][0]
     assert trained["recipe"] == "more" and trained["tokens"] > 0
+
+
+def test_every_recipe_overrides_only_keys_the_decoder_config_has(tmp_path):
+    study = _study()
+    dirs = {k: str(tmp_path / k) for k in ("shapes", "codes", "vqgan", "bank", "neighbours")}
+    for name, recipe in study.RECIPES.items():
+        config = study.decoder_config(str(tmp_path), dirs, recipe, seed=1, steps=7)
+        for key, value in dict(recipe.decoder).items():  # a later override of a key wins
+            section, field = key.split(".")
+            assert config[section][field] == value, f"{name}: {key}"
+        assert config.train.steps == 7 and config.train.seed == 1
