@@ -19,7 +19,7 @@ HEADLINE = {  # task -> the figures that must be 100% for a perfect generator
     "retrieval": [("eval", "by_retrieved", "2", "exact_match"), ("novel", "first_document_says_the_prompt")],
     "emblems": [("by_retrieved", "2", "emblem_exact_match"), ("first_document_is_the_emblem",)],
     "cfg": [("greedy", "7", "exact_match"), ("top_p", "1", "exact_match")],
-    "decoding": [("mix", "8", "exact_match"), ("cd_k", "1", "any_exact")],
+    "decoding": [("mix", "8", "exact_match"), ("cd_k", "1", "any_exact"), ("top_p_unguided", "8", "exact_match")],
     "caption": [("exact_match",)], "caption_short": [("exact_match",)], "caption_long": [("exact_match",)],
     "infill": [("exact_match",)], "vqa": [("accuracy",)],
     "edit": [("exact_match",)], "grounding": [("iou_at_0.5",)],
@@ -74,7 +74,7 @@ def _truths(ctx: Context, task: str) -> list:
     if task == "cfg":
         return [images(main)] * 14
     if task == "decoding":
-        return [np.repeat(images(main), 8, axis=0)] * 3
+        return [np.repeat(images(main), 8, axis=0)] * len(shapes_tasks.DECODING)
     if task == "grounding":
         return [np.stack([t.grounding_image for t in main])]
     if task == "edit":

@@ -41,7 +41,7 @@ def test_the_suite_scores_every_trained_task_and_names_the_rest(smoke):
     retrieval = results["tasks"]["retrieval"]["results"]["eval"]["by_retrieved"]
     assert set(retrieval) == {"0", "1", "2"} and retrieval["2"]["retrieved"] == 2
     assert retrieval["1"]["fingerprint"] == results["prompt_sets"]["main"]["fingerprint"]
-    assert set(results["tasks"]["decoding"]["results"]) == {"top_p", "cd_k", "mix"}
+    assert set(results["tasks"]["decoding"]["results"]) == {"top_p", "cd_k", "mix", "top_p_unguided"}
     assert set(results["tasks"]["cfg"]["results"]["greedy"]) == {str(s) for s in range(1, 8)}
     assert json.loads((out / "results.json").read_text()) == results
     report = (out / "report.html").read_text()
