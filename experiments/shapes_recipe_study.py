@@ -57,6 +57,7 @@ class Recipe:
     decoder: tuple[tuple[str, Any], ...] = ()  # config overrides: (dotted key, value)
     tokenizer: tuple[tuple[str, Any], ...] = ()  # tokenizers/vqgan_shapes.py:demo overrides; () = the run's
     scenes: int = 0  # training scenes of its own world (the run's world but for num_train); 0: the run's world
+    memory: int = 0  # memory-bank documents of its own world (the run's world but for num_memory); 0: the run's
 
 
 # Image tokenizers, as complete overrides of tokenizers/vqgan_shapes.py:demo (a study row keeps
@@ -119,6 +120,12 @@ RECIPES = {
     "depth_6": Recipe("default with 6 layers instead of 4", "retrieval", (("model.n_layers", 6),)),
     "codebook_features_100k": Recipe("codebook_features on 100,000 training scenes (the run's world has 10,000)",
                                      "retrieval", (("model.image_code_features", 16),), scenes=100_000),
+    "memory_20k": Recipe("default with a memory bank of 20,000 documents (the run's has 2,000): two thirds of each "
+                         "row are retrieved documents, trained on, and 2,000 of them repeat every ~60 steps",
+                         "retrieval", memory=20_000),
+    "code_factors_memory_20k": Recipe("code_factors with a memory bank of 20,000 documents", "retrieval",
+                                      (("model.image_code_features", FACTOR_FEATURES),
+                                       ("model.image_code_source", "factors")), memory=20_000),
     "default": Recipe("the demo's recipe now (experiments/shapes_tiny.py:retrieval, tokenizers/vqgan_shapes.py:demo)",
                       "retrieval"),
 }
@@ -133,12 +140,16 @@ def _dirs(run: str, out: str, recipe: Recipe) -> dict[str, Any]:
     or, for what a recipe changes, its own under OUT (shared by every recipe asking the same)."""
     dirs: dict[str, Any] = {k: os.path.join(run, k) for k in
                             ("shapes", "vqgan", "codes", "bank", "index", "neighbours")}
-    if recipe.scenes:
-        base = os.path.join(out, "worlds", str(recipe.scenes))
+    if recipe.scenes or recipe.memory:
+        world = {k: v for k, v in (("num_train", recipe.scenes), ("num_memory", recipe.memory)) if v}
+        name = "-".join(f"{v}" if k == "num_train" else f"{k}={v}" for k, v in world.items())
+        base = os.path.join(out, "worlds", name)
         dirs.update(shapes=os.path.join(base, "shapes"), codes=os.path.join(base, "codes"),
-                    neighbours=os.path.join(base, "neighbours"), scenes=recipe.scenes)
+                    neighbours=os.path.join(base, "neighbours"), world=world)
+        if recipe.memory:
+            dirs.update(bank=os.path.join(base, "bank"), index=os.path.join(base, "index"))
     if recipe.tokenizer:
-        said = [recipe.tokenizer, recipe.scenes] if recipe.scenes else recipe.tokenizer
+        said = [recipe.tokenizer, dirs["world"]] if "world" in dirs else recipe.tokenizer
         key = hashlib.sha256(json.dumps(said).encode()).hexdigest()[:10]
         base = os.path.join(out, "tokenizers", key)
         dirs.update({k: os.path.join(base, k) for k in ("vqgan", "codes", "bank", "index", "neighbours")},
@@ -161,8 +172,8 @@ def prepare(run: str, dirs: dict[str, Any]) -> dict[str, Any]:
     from cm3jax.shapes.dataset import MANIFEST as SHAPES_MANIFEST
     from cm3jax.shapes.dataset import load_spec, make
 
-    if "scenes" in dirs and not SHAPES_MANIFEST.exists(dirs["shapes"]):
-        make(dirs["shapes"], dataclasses.replace(load_spec(os.path.join(run, "shapes")), num_train=dirs["scenes"]))
+    if "world" in dirs and not SHAPES_MANIFEST.exists(dirs["shapes"]):
+        make(dirs["shapes"], dataclasses.replace(load_spec(os.path.join(run, "shapes")), **dirs["world"]))
     if "overrides" in dirs:
         config = load_config(f"{ROOT}/tokenizers/vqgan_shapes.py:demo",
                              [_override(k, v) for k, v in dirs["overrides"]])

@@ -40,18 +40,23 @@ def test_the_study_trains_in_segments_scores_each_on_dev_and_tabulates(demo, tmp
     assert (tmp_path / "runs" / "tiny-seed0" / "metrics.jsonl").read_text() == before, "done points are not redone"
 
 
-def test_a_recipe_with_more_training_scenes_trains_on_its_own_world(demo, tmp_path, monkeypatch):
+def test_a_recipe_with_more_training_scenes_and_memory_trains_on_its_own_world_and_bank(demo, tmp_path, monkeypatch):
     study = _study()
-    monkeypatch.setitem(study.RECIPES, "more", study.Recipe("more scenes", "test_retrieval", scenes=80))
+    monkeypatch.setitem(study.RECIPES, "more", study.Recipe("more scenes", "test_retrieval", scenes=80, memory=64))
     study.main(["--run", str(demo[0]), "--out", str(tmp_path), "--recipes", "more", "--steps", "4",
                 "--score-every", "4", "--size", "smoke"])
-    world = tmp_path / "worlds" / "80"
+    world = tmp_path / "worlds" / "80-num_memory=64"
     config = json.loads((world / "shapes" / "cm3jax_shapes.json").read_text())
-    assert config["num_train"] == 80 and (world / "codes").is_dir() and (world / "neighbours").is_dir()
+    assert config["num_train"] == 80 and config["num_memory"] == 64
+    assert json.loads((world / "bank" / "cm3jax_bank.json").read_text())["size"] == 64
+    assert (world / "codes").is_dir() and (world / "neighbours").is_dir() and (world / "index").is_dir()
+    recipe = study.RECIPES["more"]
+    trained = study.decoder_config(str(demo[0]), study._dirs(str(demo[0]), str(tmp_path), recipe), recipe, 0, 4)
+    assert trained.data.retrieval_bank == str(world / "bank") and trained.data.shapes_dir == str(world / "shapes")
     results = json.loads((tmp_path / "runs" / "more-seed0" / "eval" / "step4" / "results.json").read_text())
     assert results["checkpoint"]["step"] == 4
-    trained = json.loads((tmp_path / "study.json").read_text())["rows"][0]
-    assert trained["recipe"] == "more" and trained["tokens"] > 0
+    row = json.loads((tmp_path / "study.json").read_text())["rows"][0]
+    assert row["recipe"] == "more" and row["tokens"] > 0
 
 
 def test_every_recipe_overrides_only_keys_the_decoder_config_has(tmp_path):
