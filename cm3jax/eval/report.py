@@ -176,7 +176,7 @@ def write(out: str, results: dict) -> str:
                                              f"{machine['backend']}"))]),
              "<h2>Prompt sets</h2>",
              _table([(role, html.escape(f"{ps['split']}: {ps['size']} prompts, {ps['fingerprint'][:19]}..., "
-                                        f"{ps['skipped_as_in_train']} skipped as in train"
+                                        f"{ps['skipped_as_trained']} skipped as trained on"
                                         + (" (exhausted)" if ps["exhausted"] else "")))
                      for role, ps in results["prompt_sets"].items()])]
     for task, entry in results["tasks"].items():

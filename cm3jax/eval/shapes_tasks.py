@@ -26,7 +26,7 @@ from tqdm import tqdm
 from cm3jax.data.shapes_tasks import trained_tasks, trained_unconditionally
 from cm3jax.documents import ImageSegment, TextSegment
 from cm3jax.eval import batched, metrics
-from cm3jax.eval.prompt_sets import PromptSet, draw, meaning, meaning_of, train_meanings
+from cm3jax.eval.prompt_sets import PromptSet, draw, meaning, meaning_of, trained_meanings
 from cm3jax.objectives import infill_prompt
 from cm3jax.retrieval.embedder import ClipEmbedder
 from cm3jax.retrieval.retriever import Retriever
@@ -86,7 +86,7 @@ class Context:
     def prompts(self, role: str) -> PromptSet:
         """The prompt set of a role: "main" (eval or dev), "novel" or "emblems" (the unseen ones)."""
         def make():
-            train = train_meanings(self.world)
+            train = trained_meanings(self.world)
             if role == "main":
                 return draw(self.world, self.split, self.size, train)
             if role == "novel":

@@ -1,17 +1,19 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from cm3jax.errors import UserError
-from cm3jax.eval.prompt_sets import draw, meaning, train_meanings
+from cm3jax.eval.prompt_sets import draw, meaning, trained_meanings
 from cm3jax.shapes.dataset import WorldSpec, example_tasks
 from cm3jax.shapes.emblems import UNSEEN_EMBLEMS
 from cm3jax.shapes.world import sample_scene
 
-WORLD = WorldSpec(num_train=2_000)
+WORLD = WorldSpec(num_train=2_000, num_memory=2_000)
 
 
 def test_prompt_sets_never_hold_a_training_scene_or_repeat_a_caption():
-    train = train_meanings(WORLD)
+    train = trained_meanings(WORLD)
     assert len(train) > 1_000
     for split in ("eval", "dev", "novel"):
         prompts = draw(WORLD, split, 200, train)
@@ -20,12 +22,26 @@ def test_prompt_sets_never_hold_a_training_scene_or_repeat_a_caption():
         assert len(set(prompts.captions)) == 200
         assert all(s.id.startswith(split) for s in prompts.scenes)
     eval_set = draw(WORLD, "eval", 200, train)
-    assert eval_set.skipped_as_in_train > 0  # single-object scenes and seen emblems recur in train
+    assert eval_set.skipped_as_trained > 0  # single-object scenes and seen emblems recur in train
     assert not {s.id for s in eval_set.scenes} & {s.id for s in draw(WORLD, "dev", 200, train).scenes}
 
 
+def test_prompt_sets_skip_what_the_memory_bank_trains_on_but_keep_the_unseen_emblems():
+    memory = [sample_scene("memory", i, WORLD.seed) for i in range(WORLD.num_memory)]
+    trained = trained_meanings(WORLD)
+    banked = {meaning(s) for s in memory if s.emblem not in UNSEEN_EMBLEMS}
+    assert banked <= trained and banked - trained_meanings(dataclasses.replace(WORLD, num_memory=0))
+    without_bank = draw(WORLD, "eval", 200, trained_meanings(dataclasses.replace(WORLD, num_memory=0)))
+    assert {meaning(s) for s in without_bank.scenes} & banked  # the bank would leak these prompts
+    prompts = draw(WORLD, "eval", 200, trained)
+    assert not {meaning(s) for s in prompts.scenes} & banked
+    assert prompts.skipped_as_trained > without_bank.skipped_as_trained
+    emblems = draw(WORLD, "emblems_unseen", 200, trained)
+    assert {s.emblem for s in emblems.scenes} == set(UNSEEN_EMBLEMS)
+
+
 def test_a_prompt_set_is_fixed_by_the_world_and_holds_every_task_of_its_scenes():
-    train = train_meanings(WORLD)
+    train = trained_meanings(WORLD)
     a, b = draw(WORLD, "eval", 16, train), draw(WORLD, "eval", 16, train)
     assert a.fingerprint == b.fingerprint and a.fingerprint.startswith("sha256:")
     assert draw(WorldSpec(num_train=2_000, seed=1), "eval", 16, train).fingerprint != a.fingerprint
@@ -38,7 +54,7 @@ def test_a_prompt_set_is_fixed_by_the_world_and_holds_every_task_of_its_scenes()
 
 
 def test_the_unseen_emblems_hold_only_their_distinct_captions():
-    prompts = draw(WORLD, "emblems_unseen", 200, train_meanings(WORLD))
+    prompts = draw(WORLD, "emblems_unseen", 200, trained_meanings(WORLD))
     assert prompts.exhausted and len(prompts.tasks) == 3 * len(UNSEEN_EMBLEMS)  # three caption forms each
     assert {s.emblem for s in prompts.scenes} == set(UNSEEN_EMBLEMS)
 

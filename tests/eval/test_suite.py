@@ -9,7 +9,7 @@ import pytest
 
 from cm3jax.config import load_config
 from cm3jax.errors import UserError
-from cm3jax.eval.prompt_sets import draw, meaning, train_meanings
+from cm3jax.eval.prompt_sets import draw, meaning, trained_meanings
 from cm3jax.eval.suite import SuiteErrors, run_suite
 from cm3jax.shapes.dataset import load_spec
 from cm3jax.train.loop import train
@@ -64,7 +64,7 @@ def test_the_same_seed_gives_the_same_figures(smoke, tmp_path):
 def test_the_prompt_sets_never_overlap_the_training_split(smoke):
     workdir, _, results = smoke
     world = load_spec(str(workdir / "shapes"))
-    train = train_meanings(world)
+    train = trained_meanings(world)
     for role, split in (("main", "eval"), ("novel", "novel"), ("emblems", "emblems_unseen")):
         prompts = draw(world, split, results["prompts_per_set"], train)
         assert prompts.fingerprint == results["prompt_sets"][role]["fingerprint"]
