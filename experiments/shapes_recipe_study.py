@@ -120,9 +120,11 @@ RECIPES = {
     "depth_6": Recipe("default with 6 layers instead of 4", "retrieval", (("model.n_layers", 6),)),
     "codebook_features_100k": Recipe("codebook_features on 100,000 training scenes (the run's world has 10,000)",
                                      "retrieval", (("model.image_code_features", 16),), scenes=100_000),
-    "memory_20k": Recipe("default with a memory bank of 20,000 documents (the run's has 2,000): two thirds of each "
-                         "row are retrieved documents, trained on, and 2,000 of them repeat every ~60 steps",
-                         "retrieval", memory=20_000),
+    "memory_2k": Recipe("default with the memory bank of 2,000 documents that was the demo's until 2026-12-04: two "
+                        "thirds of each row are retrieved documents, trained on, and these repeat every ~60 steps",
+                        "retrieval", memory=2_000),
+    "memory_20k": Recipe("default with a memory bank of 20,000 documents (the demo's since 2026-12-04)", "retrieval",
+                         memory=20_000),
     "code_factors_memory_20k": Recipe("code_factors with a memory bank of 20,000 documents", "retrieval",
                                       (("model.image_code_features", FACTOR_FEATURES),
                                        ("model.image_code_source", "factors")), memory=20_000),

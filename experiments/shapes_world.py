@@ -11,7 +11,7 @@ import ml_collections
 
 SIZES = {
     "tiny": dict(num_train=64, num_eval=32, num_novel=16, num_emblems_unseen=16, num_memory=48),
-    "default": dict(num_train=10_000, num_eval=1_000, num_novel=500, num_emblems_unseen=160, num_memory=2_000),
+    "default": dict(num_train=10_000, num_eval=1_000, num_novel=500, num_emblems_unseen=160, num_memory=20_000),
     "bench": dict(num_train=100_000, num_eval=0, num_novel=0, num_emblems_unseen=0, num_memory=0),
 }
 

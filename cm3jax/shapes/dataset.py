@@ -38,7 +38,7 @@ class WorldSpec:
     num_eval: int = 1_000
     num_novel: int = 500
     num_emblems_unseen: int = 160
-    num_memory: int = 2_000
+    num_memory: int = 20_000
     seed: int = 0
     resolution: int = spec.BASE_RESOLUTION
     version: str = spec.WORLD_VERSION
