@@ -86,12 +86,12 @@ class Context:
     def prompts(self, role: str) -> PromptSet:
         """The prompt set of a role: "main" (eval or dev), "novel" or "emblems" (the unseen ones)."""
         def make():
-            train = trained_meanings(self.world)
+            trained = trained_meanings(self.world)
             if role == "main":
-                return draw(self.world, self.split, self.size, train)
+                return draw(self.world, self.split, self.size, trained)
             if role == "novel":
-                return draw(self.world, "novel", self.size, train, DEV_NOVEL_START if self.split == "dev" else 0)
-            return draw(self.world, "emblems_unseen", self.size, train)
+                return draw(self.world, "novel", self.size, trained, DEV_NOVEL_START if self.split == "dev" else 0)
+            return draw(self.world, "emblems_unseen", self.size, trained)
         return self._cached(("prompts", role), make)
 
     def prompt_sets(self) -> dict[str, PromptSet]:
