@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 
 from cm3jax.errors import UserError
 from cm3jax.shapes.captions import ParsedCaption, describe
@@ -47,7 +48,7 @@ def trained_meanings(world_spec: WorldSpec) -> frozenset:
     memory bank's but for the unseen emblems' documents."""
     train = (sample_scene("train", i, world_spec.seed) for i in range(world_spec.num_train))
     memory = (sample_scene("memory", i, world_spec.seed) for i in range(world_spec.num_memory))
-    return frozenset([meaning(s) for s in train] + [meaning(s) for s in memory if s.emblem not in UNSEEN_EMBLEMS])
+    return frozenset(map(meaning, itertools.chain(train, (s for s in memory if s.emblem not in UNSEEN_EMBLEMS))))
 
 
 @dataclasses.dataclass(frozen=True)

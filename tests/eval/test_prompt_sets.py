@@ -29,9 +29,10 @@ def test_prompt_sets_never_hold_a_training_scene_or_repeat_a_caption():
 def test_prompt_sets_skip_what_the_memory_bank_trains_on_but_keep_the_unseen_emblems():
     memory = [sample_scene("memory", i, WORLD.seed) for i in range(WORLD.num_memory)]
     trained = trained_meanings(WORLD)
+    train_only = trained_meanings(dataclasses.replace(WORLD, num_memory=0))
     banked = {meaning(s) for s in memory if s.emblem not in UNSEEN_EMBLEMS}
-    assert banked <= trained and banked - trained_meanings(dataclasses.replace(WORLD, num_memory=0))
-    without_bank = draw(WORLD, "eval", 200, trained_meanings(dataclasses.replace(WORLD, num_memory=0)))
+    assert banked <= trained and banked - train_only
+    without_bank = draw(WORLD, "eval", 200, train_only)
     assert {meaning(s) for s in without_bank.scenes} & banked  # the bank would leak these prompts
     prompts = draw(WORLD, "eval", 200, trained)
     assert not {meaning(s) for s in prompts.scenes} & banked
