@@ -58,6 +58,7 @@ class Recipe:
     tokenizer: tuple[tuple[str, Any], ...] = ()  # tokenizers/vqgan_shapes.py:demo overrides; () = the run's
     scenes: int = 0  # training scenes of its own world (the run's world but for num_train); 0: the run's world
     memory: int = 0  # memory-bank documents of its own world (the run's world but for num_memory); 0: the run's
+    selection: tuple[tuple[str, Any], ...] = ()  # overrides of the demo's neighbour SelectionOptions; (): the run's
 
 
 # Image tokenizers, as complete overrides of tokenizers/vqgan_shapes.py:demo (a study row keeps
@@ -128,6 +129,18 @@ RECIPES = {
     "code_factors_memory_20k": Recipe("code_factors with a memory bank of 20,000 documents", "retrieval",
                                       (("model.image_code_features", FACTOR_FEATURES),
                                        ("model.image_code_source", "factors")), memory=20_000),
+    "no_twins": Recipe("default, but no example is given a document of a scene that means what its own does (a "
+                       "third of the training scenes had one among their neighbours; an evaluation prompt never has)",
+                       "retrieval", selection=(("skip_same_meaning", True),)),
+    "no_documents_0.2": Recipe("default with one in five examples trained without its documents, as the prompts "
+                               "with 0 retrieved documents (and every caption prompt) are asked",
+                               "retrieval", (("data.no_documents", 0.2),)),
+    "no_twins_no_documents_0.2": Recipe("no_twins and no_documents_0.2 together", "retrieval",
+                                        (("data.no_documents", 0.2),), selection=(("skip_same_meaning", True),)),
+    "throwaway_0.2": Recipe("default with two in ten examples throwaway emblems (not one)", "retrieval",
+                            (("data.throwaway_emblems", 0.2),)),
+    "throwaway_0.3": Recipe("default with three in ten examples throwaway emblems (not one)", "retrieval",
+                            (("data.throwaway_emblems", 0.3),)),
     "default": Recipe("the demo's recipe now (experiments/shapes_tiny.py:retrieval, tokenizers/vqgan_shapes.py:demo)",
                       "retrieval"),
 }
@@ -156,6 +169,9 @@ def _dirs(run: str, out: str, recipe: Recipe) -> dict[str, Any]:
         base = os.path.join(out, "tokenizers", key)
         dirs.update({k: os.path.join(base, k) for k in ("vqgan", "codes", "bank", "index", "neighbours")},
                     overrides=recipe.tokenizer)
+    if recipe.selection:
+        key = hashlib.sha256(json.dumps([recipe.selection, dirs["bank"], dirs["shapes"]]).encode()).hexdigest()[:10]
+        dirs.update(neighbours=os.path.join(out, "neighbours", key), selection=recipe.selection)
     return dirs
 
 
@@ -189,7 +205,8 @@ def prepare(run: str, dirs: dict[str, Any]) -> dict[str, Any]:
     if not INDEX_MANIFEST.exists(dirs["index"]):
         make_index(dirs["bank"], dirs["index"])
     if not _neighbours_done(dirs["neighbours"]):
-        make_neighbours(dirs["index"], dirs["shapes"], SPLITS, dirs["neighbours"], SELECTION)
+        make_neighbours(dirs["index"], dirs["shapes"], SPLITS, dirs["neighbours"],
+                        dataclasses.replace(SELECTION, **dict(dirs.get("selection", ()))))
     return tokenizer_figures(dirs)
 
 

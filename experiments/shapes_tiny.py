@@ -46,6 +46,8 @@ def get_config(variant: str = "default"):
         # retrieval augmentation: a memory bank (`cm3jax retrieval bank`) and the examples' offline
         # neighbours in it (`cm3jax retrieval neighbours`); empty: no retrieval
         retrieval_bank="", neighbours="", retrieved_documents=2 if retrieval else 3,
+        # a share of the examples trained without their documents, as a prompt with 0 retrieved is asked
+        no_documents=0.0,
         # a share of the examples that become emblems invented for them, drawn after their own
         # document and a distractor's (copying is the only way), and how many patterns to draw from
         throwaway_emblems=0.1, throwaway_patterns=2048))

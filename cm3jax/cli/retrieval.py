@@ -61,7 +61,8 @@ def _query(args, overrides) -> None:
 def _neighbours(args, overrides) -> None:
     from cm3jax.retrieval.select import QueryDropout, SelectionOptions
     from cm3jax.retrieval.shapes_memory import make_neighbours
-    options = SelectionOptions(k=args.k, candidates=max(32, 4 * args.k), max_relevance=args.max_relevance)
+    options = SelectionOptions(k=args.k, candidates=max(32, 4 * args.k), max_relevance=args.max_relevance,
+                               skip_same_meaning=args.skip_same_meaning)
     found = make_neighbours(args.index, args.data, args.split, args.out, options, QueryDropout(args.query_dropout),
                             args.seed)
     for split, n in found.items():
@@ -134,5 +135,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--query-dropout", type=float, default=0.2, help="share of caption words dropped (train split)")
     p.add_argument("--max-relevance", type=max_relevance, default=0.9,
                    help="skip candidates scoring above this against the query (near copies; 'none': keep them)")
+    p.add_argument("--skip-same-meaning", action="store_true",
+                   help="skip documents of scenes that mean what the query's does (copies but for jitter); "
+                        "emblems' documents are kept")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_neighbours)

@@ -21,7 +21,7 @@ import hashlib
 import itertools
 
 from cm3jax.errors import UserError
-from cm3jax.shapes.captions import ParsedCaption, describe
+from cm3jax.shapes.captions import meaning
 from cm3jax.shapes.dataset import WorldSpec, example_tasks
 from cm3jax.shapes.emblems import UNSEEN_EMBLEMS
 from cm3jax.shapes.scene import Scene
@@ -30,16 +30,6 @@ from cm3jax.shapes.world import sample_scene
 
 PROMPT_SPLITS = ("eval", "dev", "novel", "emblems_unseen")
 SCAN_LIMIT = 20  # indices looked at per scene wanted before a set is declared exhausted
-
-
-def meaning_of(said: ParsedCaption) -> tuple:
-    """What a caption says, the order of its objects aside."""
-    return said.background, tuple(sorted(dataclasses.astuple(o) for o in said.objects)), said.emblem
-
-
-def meaning(scene: Scene) -> tuple:
-    """What any full caption of the scene says: the key that decides overlap."""
-    return meaning_of(describe(scene))
 
 
 @functools.lru_cache(maxsize=4)

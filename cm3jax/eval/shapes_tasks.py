@@ -26,14 +26,14 @@ from tqdm import tqdm
 from cm3jax.data.shapes_tasks import trained_tasks, trained_unconditionally
 from cm3jax.documents import ImageSegment, TextSegment
 from cm3jax.eval import batched, metrics
-from cm3jax.eval.prompt_sets import PromptSet, draw, meaning, meaning_of, trained_meanings
+from cm3jax.eval.prompt_sets import PromptSet, draw, trained_meanings
 from cm3jax.objectives import infill_prompt
 from cm3jax.retrieval.embedder import ClipEmbedder
 from cm3jax.retrieval.retriever import Retriever
 from cm3jax import prompts
 from cm3jax.sampling.inference import TrainedDecoder, with_context
 from cm3jax.sampling.strategies import SamplingSettings
-from cm3jax.shapes.captions import parse
+from cm3jax.shapes.captions import meaning, meaning_of, parse
 from cm3jax.shapes.dataset import WorldSpec
 from cm3jax.shapes.preview import captioned_grid, save_png
 from cm3jax.shapes.render import render

@@ -6,7 +6,10 @@ and by its image (docs/paper.md: two each), stored next to the examples as bank 
 
 On Shapes (`shapes_neighbours`) the `train` split's text queries lose 20% of their words and
 never see the unseen emblems' documents (so those emblems stay out of every training
-sequence); other splits are queried as they are, as at inference.
+sequence); other splits are queried as they are, as at inference. With the selection's
+`skip_same_meaning`, no example is given a document of a scene that means what its own does
+(the near copies a 20,000-document bank holds for a third of the training scenes and never for
+an evaluation prompt), but for emblems' documents.
 
 At training time `sample_context` draws up to three of an example's neighbours and hands their
 token ids to the data pipeline, which lays them out before the example (`doc <eos> doc <eos> query`).
@@ -28,7 +31,9 @@ from cm3jax.manifest import ManifestSpec
 from cm3jax.retrieval.bank import Embedder, MemoryBank
 from cm3jax.retrieval.index import Index
 from cm3jax.retrieval.select import QueryDropout, SelectionOptions, retrieve
+from cm3jax.shapes.captions import meaning
 from cm3jax.shapes.dataset import data_source, scene_of
+from cm3jax.shapes.scene import Scene
 from cm3jax.shapes.emblems import NUM_EMBLEMS, UNSEEN_EMBLEMS
 
 MANIFEST = ManifestSpec("cm3jax_neighbours.json", "neighbours", "`cm3jax retrieval neighbours --out {directory}`",
@@ -38,23 +43,27 @@ MANIFEST = ManifestSpec("cm3jax_neighbours.json", "neighbours", "`cm3jax retriev
 def compute_neighbours(bank: MemoryBank, index: Index, embedder: Embedder, texts: Sequence[str],
                        images: np.ndarray, own_ids: Sequence[str], options: SelectionOptions = SelectionOptions(),
                        dropout: QueryDropout = QueryDropout(), seed: int = 0, exclude_rows: Collection[int] = (),
-                       batch_size: int = 512, progress: bool = True) -> np.ndarray:
+                       exclude_rows_of: Sequence[Collection[int]] | None = None, batch_size: int = 512,
+                       progress: bool = True) -> np.ndarray:
     """int32 [N, 2k]: each example's documents by text (its caption after query dropout) and by
-    image, chosen by the selection heuristics, never rows in `exclude_rows`; -1 where fewer
-    qualified."""
+    image, chosen by the selection heuristics, never rows in `exclude_rows` nor in the example's
+    own `exclude_rows_of`; -1 where fewer qualified."""
     n, k = len(texts), options.k
-    if len(images) != n or len(own_ids) != n:
-        raise UserError(f"Give one text, image and id per example: got {n} texts, {len(images)} images, "
-                        f"{len(own_ids)} ids.")
+    if len(images) != n or len(own_ids) != n or (exclude_rows_of is not None and len(exclude_rows_of) != n):
+        raise UserError(f"Give one text, image, id and excluded rows per example: got {n} texts, {len(images)} "
+                        f"images, {len(own_ids)} ids, {len(exclude_rows_of) if exclude_rows_of is not None else 'no'} "
+                        f"exclusions.")
     rows = np.full((n, 2 * k), -1, np.int32)
     rng = np.random.default_rng(seed)
     for start in tqdm(range(0, n, batch_size), desc="neighbours", unit="batch", disable=not progress):
         stop = min(start + batch_size, n)
         ids = list(own_ids[start:stop])
+        excluded = dict(exclude_rows=exclude_rows,
+                        exclude_rows_of=None if exclude_rows_of is None else list(exclude_rows_of[start:stop]))
         by_text = retrieve(bank, index, embedder, list(texts[start:stop]), [None] * (stop - start), options,
-                           own_ids=ids, exclude_rows=exclude_rows, training=True, dropout=dropout, rng=rng)
+                           own_ids=ids, training=True, dropout=dropout, rng=rng, **excluded)
         by_image = retrieve(bank, index, embedder, [None] * (stop - start), list(images[start:stop]), options,
-                            own_ids=ids, exclude_rows=exclude_rows)
+                            own_ids=ids, **excluded)
         for i, (text_hits, image_hits) in enumerate(zip(by_text, by_image)):
             rows[start + i, :len(text_hits)] = [h.row for h in text_hits]
             rows[start + i, k:k + len(image_hits)] = [h.row for h in image_hits]
@@ -96,9 +105,11 @@ def shapes_neighbours(bank: MemoryBank, index: Index, embedder: Embedder, shapes
     training = split == "train"
     held_out = unseen_emblem_rows(bank, shapes_dir) if training else frozenset()
     dropout = dropout if training else QueryDropout(0.0)
+    twins = (same_meaning_rows(bank, shapes_dir, [scene_of(e) for e in examples]) if options.skip_same_meaning
+             else None)
     rows = compute_neighbours(bank, index, embedder, [e["caption"].decode() for e in examples],
                               np.stack([np.asarray(e["image"]) for e in examples]),
-                              [e["id"].decode() for e in examples], options, dropout, seed, held_out,
+                              [e["id"].decode() for e in examples], options, dropout, seed, held_out, twins,
                               progress=progress)
     return rows, {"options": dataclasses.asdict(options), "query_dropout": dropout.rate, "seed": seed,
                   "held_out_rows": sorted(held_out)}
@@ -110,6 +121,22 @@ def unseen_emblem_rows(bank: MemoryBank, shapes_dir: str) -> frozenset[int]:
     unseen_ids = {scene.id for scene in (scene_of(memory[i]) for i in range(min(len(memory), NUM_EMBLEMS)))
                   if scene.emblem in UNSEEN_EMBLEMS}
     return frozenset(row for row, doc_id in enumerate(bank.ids) if doc_id in unseen_ids)
+
+
+def same_meaning_rows(bank: MemoryBank, shapes_dir: str, scenes: Sequence[Scene]) -> list[frozenset[int]]:
+    """For each scene, the bank rows whose memory scene means what it does (the same objects,
+    sizes, cells and background: a copy but for jitter). Emblem scenes have none: an emblem's
+    document is what the bank is there to give."""
+    memory = data_source(shapes_dir, "memory")
+    meaning_of_id = {}
+    for i in range(len(memory)):
+        scene = scene_of(memory[i])
+        meaning_of_id[scene.id] = meaning(scene)
+    rows_of: dict[tuple, list[int]] = {}
+    for row, doc_id in enumerate(bank.ids):
+        if doc_id in meaning_of_id:
+            rows_of.setdefault(meaning_of_id[doc_id], []).append(row)
+    return [frozenset() if s.emblem is not None else frozenset(rows_of.get(meaning(s), ())) for s in scenes]
 
 
 def load_neighbours(directory: str, split: str, bank: MemoryBank) -> np.ndarray:

@@ -34,6 +34,9 @@ class SelectionOptions:
     skip_duplicates: bool = True  # skip documents equal to one already taken
     duplicate_similarity: float = 0.99  # keys at least this close count as the same document
     exclude_own: bool = True  # never return the query's own document
+    # Shapes: skip documents whose scene means what the query's does (near copies in meaning, which
+    # an evaluation prompt never has); an emblem's document is kept, as the knowledge the bank holds
+    skip_same_meaning: bool = False
 
     def check(self) -> "SelectionOptions":
         if self.k < 1 or self.candidates < self.k:
@@ -104,14 +107,17 @@ def is_duplicate(bank: MemoryBank, a: int, b: int, similarity: float) -> bool:
 
 def retrieve(bank: MemoryBank, index: Index, embedder: Embedder, texts: Sequence[str | None],
              images: Sequence[np.ndarray | None], options: SelectionOptions = SelectionOptions(), *,
-             own_ids: Sequence[str | None] | None = None, exclude_rows: Collection[int] = (), training: bool = False,
+             own_ids: Sequence[str | None] | None = None, exclude_rows: Collection[int] = (),
+             exclude_rows_of: Sequence[Collection[int]] | None = None, training: bool = False,
              dropout: QueryDropout = QueryDropout(), rng: np.random.Generator | None = None) -> list[list[Hit]]:
-    """Documents for each query (a text, an image or both). With `training`, query texts go
-    through `dropout` drawn from `rng` (required then, so retrieval is reproducible)."""
+    """Documents for each query (a text, an image or both), never rows in `exclude_rows` nor in
+    the query's own `exclude_rows_of`. With `training`, query texts go through `dropout` drawn
+    from `rng` (required then, so retrieval is reproducible)."""
     options.check()
-    if len(texts) != len(images) or (own_ids is not None and len(own_ids) != len(texts)):
-        raise UserError(f"Give one text, image (None for absent) and own id per query: got {len(texts)} texts, "
-                        f"{len(images)} images, {len(own_ids) if own_ids is not None else 'no'} ids.")
+    if len(texts) != len(images) or any(per is not None and len(per) != len(texts) for per in (own_ids, exclude_rows_of)):
+        raise UserError(f"Give one text, image (None for absent), own id and excluded rows per query: got "
+                        f"{len(texts)} texts, {len(images)} images, {len(own_ids) if own_ids is not None else 'no'} ids, "
+                        f"{len(exclude_rows_of) if exclude_rows_of is not None else 'no'} exclusions.")
     if index.size != len(bank):
         raise UserError(f"The index holds {index.size} keys but the bank {len(bank)} documents; build the index "
                         f"from this bank.")
@@ -125,4 +131,6 @@ def retrieve(bank: MemoryBank, index: Index, embedder: Embedder, texts: Sequence
     ids_QK, scores_QK = index.search(queries_QD, options.candidates)
     own = own_ids if own_ids is not None else [None] * len(texts)
     excluded = frozenset(exclude_rows)
-    return [select(bank, ids_QK[q], scores_QK[q], options, own[q], excluded) for q in range(len(texts))]
+    return [select(bank, ids_QK[q], scores_QK[q], options, own[q],
+                   excluded if exclude_rows_of is None else excluded | frozenset(exclude_rows_of[q]))
+            for q in range(len(texts))]

@@ -192,6 +192,16 @@ def describe(scene: Scene, detail: str = "full") -> ParsedCaption:
                          tuple(ParsedObject(o.shape, o.color, o.size, o.position) for o in scene.objects))
 
 
+def meaning_of(said: ParsedCaption) -> tuple:
+    """What a caption says, the order of its objects aside."""
+    return said.background, tuple(sorted(dataclasses.astuple(o) for o in said.objects)), said.emblem
+
+
+def meaning(scene: Scene) -> tuple:
+    """What any full caption of the scene says: two scenes with one meaning differ only in jitter."""
+    return meaning_of(describe(scene))
+
+
 def parse(text: str) -> ParsedCaption:
     """Reads any caption of the grammar back; an unknown word is named in the error."""
     text = " ".join(text.strip().lower().split())

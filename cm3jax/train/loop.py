@@ -109,11 +109,15 @@ def _pretraining_rows(config, codec, split: str, retrieval, throwaway):
                                 float(config.data.get("drawn_code_weight", 1.0)))
     bank, rows = (retrieval[0], retrieval[1][split]) if retrieval is not None else (None, None)
 
+    alone = float(config.data.get("no_documents", 0.0))  # share of examples trained without documents
+    if not 0.0 <= alone <= 1.0:
+        raise UserError(f"data.no_documents is a share of the training examples, 0 to 1; got {alone}.")
+
     def to_context(example, rng):
         invented = throwaway_context(example, codec)
         if invented is not None:
             return invented
-        if bank is None:
+        if bank is None or (alone and rng.random() < alone):
             return ()
         return sample_context(bank, rows[example["index"]], rng, config.data.retrieved_documents)
 

@@ -138,9 +138,9 @@ def test_neighbours_command_writes_each_examples_documents(exact_dir, bank_dir, 
     assert settings["options"]["max_relevance"] == 0.9 and settings["query_dropout"] == 0.0  # not train: as asked
     capsys.readouterr()
     assert main(["retrieval", "neighbours", "--index", exact_dir, "--data", world, "--split", "memory",
-                 "--out", out, "--max-relevance", "none"]) == 0
+                 "--out", out, "--max-relevance", "none", "--skip-same-meaning"]) == 0
     settings = json.loads(open(os.path.join(out, "cm3jax_neighbours.json")).read())["splits"]["memory"]
-    assert settings["options"]["max_relevance"] is None
+    assert settings["options"]["max_relevance"] is None and settings["options"]["skip_same_meaning"] is True
     with pytest.raises(SystemExit):  # argparse refuses it, with the usage
         main(["retrieval", "neighbours", "--index", exact_dir, "--data", world, "--split", "memory",
               "--out", out, "--max-relevance", "high"])

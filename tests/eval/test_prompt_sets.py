@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from cm3jax.errors import UserError
-from cm3jax.eval.prompt_sets import draw, meaning, trained_meanings
+from cm3jax.eval.prompt_sets import draw, trained_meanings
+from cm3jax.shapes.captions import meaning
 from cm3jax.shapes.dataset import WorldSpec, example_tasks
 from cm3jax.shapes.emblems import UNSEEN_EMBLEMS
 from cm3jax.shapes.world import sample_scene

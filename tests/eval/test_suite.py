@@ -9,7 +9,8 @@ import pytest
 
 from cm3jax.config import load_config
 from cm3jax.errors import UserError
-from cm3jax.eval.prompt_sets import draw, meaning, trained_meanings
+from cm3jax.eval.prompt_sets import draw, trained_meanings
+from cm3jax.shapes.captions import meaning
 from cm3jax.eval.suite import SuiteErrors, run_suite
 from cm3jax.shapes.dataset import load_spec
 from cm3jax.train.loop import train

@@ -1,10 +1,13 @@
 """The recipe study end to end on the test demo's run: a tiny recipe trained in two segments,
 each scored on the dev split, tabulated and plotted; a rerun does nothing twice."""
 
+import dataclasses
 import importlib.util
 import json
 import sys
 from pathlib import Path
+
+from cm3jax.demo import SELECTION
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,3 +71,8 @@ def test_every_recipe_overrides_only_keys_the_decoder_config_has(tmp_path):
             section, field = key.split(".")
             assert config[section][field] == value, f"{name}: {key}"
         assert config.train.steps == 7 and config.train.seed == 1
+        if recipe.selection:  # its own neighbours, chosen by the demo's heuristics with these changed
+            options = dataclasses.replace(SELECTION, **dict(recipe.selection))
+            assert all(getattr(options, k) == v for k, v in recipe.selection)
+            own = study._dirs(str(tmp_path / "run"), str(tmp_path), recipe)
+            assert own["neighbours"].startswith(str(tmp_path / "neighbours")) and own["bank"] == str(tmp_path / "run" / "bank")

@@ -7,10 +7,11 @@ import pytest
 from cm3jax.errors import UserError
 from cm3jax.retrieval.bank import ShapesBankOptions, build_shapes_bank
 from cm3jax.retrieval.index import ExactIndex
-from cm3jax.retrieval.neighbours import (compute_neighbours, load_neighbours, sample_context, save_neighbours,
-                                         shapes_neighbours, unseen_emblem_rows)
+from cm3jax.retrieval.neighbours import (compute_neighbours, load_neighbours, same_meaning_rows, sample_context,
+                                         save_neighbours, shapes_neighbours, unseen_emblem_rows)
 from cm3jax.retrieval.select import QueryDropout, SelectionOptions
-from cm3jax.shapes.dataset import data_source, make
+from cm3jax.shapes.captions import meaning
+from cm3jax.shapes.dataset import data_source, make, scene_of
 from tests.retrieval.bank_fixtures import TOY, WORLD, fake_codes, make_codec, make_world
 from tests.retrieval.toy_embedder import ToyEmbedder
 
@@ -122,3 +123,35 @@ def test_sample_context_draws_up_to_three_distinct_documents(setup):
         assert {tuple(d) for d in docs} == {tuple(bank.tokens(5)), tuple(bank.tokens(7))}
     assert len(sample_context(bank, np.array([1, 2, 3, 4], np.int32), rng, 3)) == 3
     assert sample_context(bank, np.full(4, -1, np.int32), rng, 3) == []
+
+
+def test_same_meaning_rows_are_the_bank_documents_saying_what_a_scene_says_but_for_emblems(setup):
+    bank, _, _, _, _, world = setup
+    memory = [scene_of(s) for s in data_source(world, "memory")]
+    twins = same_meaning_rows(bank, world, memory)
+    for scene, rows in zip(memory, twins):
+        if scene.emblem is not None:
+            assert rows == frozenset(), "an emblem's document is what the bank is for"
+        else:
+            assert bank.ids.index(scene.id) in rows
+            assert all(meaning(memory[int(bank.ids[r].split("-")[1])]) == meaning(scene) for r in rows)
+    assert sum(map(len, twins)) >= 16
+
+
+def test_training_neighbours_skip_documents_that_mean_what_their_query_does(tmp_path):
+    world = str(tmp_path / "shapes")  # enough scenes that some training scenes have a twin in the bank
+    make(world, dataclasses.replace(WORLD, num_train=300, num_memory=400), workers=1, progress=False)
+    bank = build_shapes_bank(world, fake_codes(world), make_codec(), ToyEmbedder(), embedder_record=TOY,
+                             options=ShapesBankOptions(seed=3), progress=False)
+    index = ExactIndex(bank.keys_ND)
+    scenes = [scene_of(s) for s in data_source(world, "train")]
+    twins = same_meaning_rows(bank, world, scenes)
+    assert sum(bool(t) for t in twins) >= 3
+    options = SelectionOptions(k=2, candidates=bank.keys_ND.shape[0], max_relevance=None)
+    kept, skipped = (shapes_neighbours(bank, index, ToyEmbedder(), world, "train",
+                                       dataclasses.replace(options, skip_same_meaning=skip), QueryDropout(0.0),
+                                       progress=False)[0] for skip in (False, True))
+    returned = [set(r.tolist()) & t for r, t in zip(kept, twins)]
+    assert any(returned), "without the option, twins are retrieved (the toy embedder ranks them first)"
+    assert not any(set(r.tolist()) & t for r, t in zip(skipped, twins))
+    assert (skipped >= 0).mean() > 0.9

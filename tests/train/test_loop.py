@@ -42,6 +42,42 @@ def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(world, tmp_path):
     np.testing.assert_allclose([r["learning_rate"] for r in records[:4]], [0.0, 1e-3, 2e-3, 3e-3], rtol=1e-6)
 
 
+class _Bank:
+    """Document i of this stand-in memory bank is i + 1 text tokens, so a row shows which it holds."""
+
+    def __init__(self, vocab: MultimodalVocab):
+        self.vocab = vocab
+
+    def tokens(self, row: int) -> np.ndarray:
+        return np.asarray(self.vocab.text_ids(np.arange(row + 1)), np.int32)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_a_share_of_examples_trains_without_its_documents(share):
+    from ml_collections import ConfigDict
+
+    from tests.retrieval.bank_fixtures import make_codec
+    codec = make_codec()
+    config = ConfigDict({"data": dict(image_to_text=0.3, cfg_dropout=0.1, cm3_rate=0.0, span_rate=1.0,
+                                      retrieved_documents=2, no_documents=share), "train": dict(seq_len=128)})
+    rows = {"train": np.array([[0, 1, 2, 3]] * 4, np.int32)}
+    to_row = loop._pretraining_rows(config, codec, "train", (_Bank(codec.vocab), rows), None)
+    example = {"caption": "a red circle in the top left", "codes": np.zeros((2, 2), np.int32), "index": 1}
+    rng = np.random.default_rng(0)
+    documents = [int((to_row(example, rng)["inputs"] == codec.vocab.eos_id).sum()) for _ in range(400)]
+    assert set(documents) <= {0, 2}
+    alone = documents.count(0) / len(documents)
+    assert abs(alone - share) < 0.08, (alone, share)
+
+
+def test_a_no_documents_share_outside_0_to_1_is_refused():
+    from ml_collections import ConfigDict
+    config = ConfigDict({"data": dict(image_to_text=0.3, cfg_dropout=0.1, cm3_rate=0.0, span_rate=1.0,
+                                      retrieved_documents=2, no_documents=1.5), "train": dict(seq_len=128)})
+    with pytest.raises(UserError, match="data.no_documents is a share"):
+        loop._pretraining_rows(config, None, "train", None, None)
+
+
 def test_a_sequence_longer_than_the_model_is_refused(tmp_path):
     config = load_config(f"{ROOT}/experiments/shapes_tiny.py:test", ["--config.train.seq_len=256"])
     with pytest.raises(UserError, match=r"train.seq_len=256 exceeds model.max_seq_len=128.*Lower train.seq_len "
