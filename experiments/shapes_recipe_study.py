@@ -283,6 +283,8 @@ def figures(results: dict) -> dict[str, float | None]:
         if name in likelihood:
             row[f"{key}_drawn_accuracy"] = likelihood[name]["drawn_token_accuracy"]
             row[f"{key}_continued_accuracy"] = likelihood[name]["continued_token_accuracy"]
+            if "with_2_retrieved" in likelihood[name]:
+                row[f"{key}_drawn_accuracy_2"] = likelihood[name]["with_2_retrieved"]["drawn_token_accuracy"]
     emblems = (tasks.get("emblems", {}).get("results") or {}).get("by_retrieved", {})
     for documents, entry in emblems.items():
         row[f"emblems_{documents}"] = entry["emblem_pixel_accuracy"]
@@ -330,7 +332,7 @@ def write_table(out: str, rows: list[dict], recipes: dict[str, Recipe], machine:
         if k not in last or row["step"] > last[k]["step"]:
             last[k] = row
     columns = ("dev_exact", "novel_exact", "color", "shape", "size", "position", "count", "dev_drawn_accuracy",
-               "dev_continued_accuracy", "novel_drawn_accuracy", "caption_exact")
+               "dev_continued_accuracy", "novel_drawn_accuracy", "dev_drawn_accuracy_2", "caption_exact")
     lines = [f"Machine: {machine}. Dev split, {len(rows)} scored points; figures in % (128 dev prompts, "
              f"128 dev novel-pair prompts, greedy).", "",
              "| recipe | seed | steps | tokens (M) | train s | train loss | VQ recon exact | code bits/patch | "

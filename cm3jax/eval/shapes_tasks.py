@@ -211,17 +211,23 @@ def text_to_image(ctx: Context) -> dict:
 
 def likelihood(ctx: Context) -> dict:
     """Each main and novel prompt's true image after its caption (caption <break> image), scored
-    token by token: it moves long before a greedy sample is exactly right."""
+    token by token: it moves long before a greedy sample is exactly right. With a retriever, also
+    after the prompt's two retrieved documents (`with_2_retrieved`): what reading them is worth."""
     codec, results = ctx.trained.codec, {}
     for role in ("main", "novel"):
         prompt_set = ctx.prompts(role)
         images = [codec.encode_image(codes) for codes in ctx.codes(role)]
-        documents = [np.concatenate([prompts.text_to_image(codec, caption, False)[0], ids])
-                     for caption, ids in zip(prompt_set.captions, images)]
-        log_probs, best = batched.next_token_scores(ctx.trained, documents)
         grids = np.stack(images).reshape(len(images), *codec.grid)
-        results[prompt_set.name] = {**metrics.image_likelihood(grids, log_probs, best),
-                                    **ctx.record(prompt_set, GREEDY, layout="caption <break> image")}
+
+        def scored(documents: int) -> dict:
+            requests = _image_requests(ctx, prompt_set, False, documents, role)
+            log_probs, best = batched.next_token_scores(
+                ctx.trained, [np.concatenate([request[0], ids]) for request, ids in zip(requests, images)])
+            return metrics.image_likelihood(grids, log_probs, best)
+
+        results[prompt_set.name] = {**scored(0), **ctx.record(prompt_set, GREEDY, layout="caption <break> image")}
+        if ctx.retriever is not None:
+            results[prompt_set.name]["with_2_retrieved"] = {**scored(2), **ctx.record(prompt_set, GREEDY, retrieved=2)}
     return {"results": results}
 
 

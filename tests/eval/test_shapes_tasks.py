@@ -15,7 +15,8 @@ from tests.retrieval.bank_fixtures import fake_codes_of, make_codec
 
 HEADLINE = {  # task -> the figures that must be 100% for a perfect generator
     "text_to_image": [("eval", "exact_match"), ("novel", "exact_match")],
-    "likelihood": [("eval", "drawn_token_accuracy"), ("novel", "drawn_token_accuracy")],
+    "likelihood": [("eval", "drawn_token_accuracy"), ("novel", "drawn_token_accuracy"),
+                   ("eval", "with_2_retrieved", "drawn_token_accuracy")],
     "retrieval": [("eval", "by_retrieved", "2", "exact_match"), ("novel", "first_document_says_the_prompt")],
     "emblems": [("by_retrieved", "2", "emblem_exact_match"), ("first_document_is_the_emblem",)],
     "cfg": [("greedy", "7", "exact_match"), ("top_p", "1", "exact_match")],
@@ -66,7 +67,7 @@ def _truths(ctx: Context, task: str) -> list:
     if task == "text_to_image":
         return [images(main), images(novel)]
     if task == "likelihood":
-        return ["documents", "documents"]  # the answer is made from the documents asked about
+        return ["documents"] * 4  # made from the documents asked about: main and novel, 0 and 2 retrieved
     if task == "retrieval":
         return [images(main)] * 3 + [images(novel)] * 3
     if task == "emblems":

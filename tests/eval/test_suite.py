@@ -10,8 +10,8 @@ import pytest
 from cm3jax.config import load_config
 from cm3jax.errors import UserError
 from cm3jax.eval.prompt_sets import draw, trained_meanings
-from cm3jax.shapes.captions import meaning
 from cm3jax.eval.suite import SuiteErrors, run_suite
+from cm3jax.shapes.captions import meaning
 from cm3jax.shapes.dataset import load_spec
 from cm3jax.train.loop import train
 
@@ -42,6 +42,8 @@ def test_the_suite_scores_every_trained_task_and_names_the_rest(smoke):
     retrieval = results["tasks"]["retrieval"]["results"]["eval"]["by_retrieved"]
     assert set(retrieval) == {"0", "1", "2"} and retrieval["2"]["retrieved"] == 2
     assert retrieval["1"]["fingerprint"] == results["prompt_sets"]["main"]["fingerprint"]
+    read = results["tasks"]["likelihood"]["results"]["eval"]["with_2_retrieved"]
+    assert read["retrieved"] == 2 and 0.0 <= read["drawn_token_accuracy"] <= 1.0
     assert set(results["tasks"]["decoding"]["results"]) == {"top_p", "cd_k", "mix", "top_p_unguided"}
     assert set(results["tasks"]["cfg"]["results"]["greedy"]) == {str(s) for s in range(1, 8)}
     assert json.loads((out / "results.json").read_text()) == results
