@@ -93,6 +93,8 @@ OTHER_FILES = {RUN_RECORD, "report.html", os.path.basename(lock_path(""))}
 # CM3Leon skips documents scoring above 0.9 against the query as near copies of it. This CLIP
 # scores a caption against its own picture at ~0.97, so 0.9 would skip every document showing
 # what a caption asks for (an emblem's, above all); the query's own document is excluded by id.
+# Skipping scenes that mean what the query's does (`skip_same_meaning`) did not help on dev
+# (docs/recipe.md, section 16).
 SELECTION = SelectionOptions(k=2, candidates=32, max_relevance=None)
 
 

@@ -129,16 +129,14 @@ RECIPES = {
     "code_factors_memory_20k": Recipe("code_factors with a memory bank of 20,000 documents", "retrieval",
                                       (("model.image_code_features", FACTOR_FEATURES),
                                        ("model.image_code_source", "factors")), memory=20_000),
-    "no_twins": Recipe("default, but no example is given a document of a scene that means what its own does (a "
-                       "third of the training scenes had one among their neighbours; an evaluation prompt never has)",
+    "always_documents": Recipe("the default until 2026-12-04: every example after its documents, none trained "
+                               "without (so a prompt with 0 documents, every caption prompt, was new to the model)",
+                               "retrieval", (("data.no_documents", 0.0),)),
+    "no_twins": Recipe("default, but no example is given a document of a scene that means what its own does (a third "
+                       "of the training scenes had one among their neighbours; an evaluation prompt never has)",
                        "retrieval", selection=(("skip_same_meaning", True),)),
-    "no_documents_0.2": Recipe("default with one in five examples trained without its documents, as the prompts "
-                               "with 0 retrieved documents (and every caption prompt) are asked",
-                               "retrieval", (("data.no_documents", 0.2),)),
-    "no_twins_no_documents_0.2": Recipe("no_twins and no_documents_0.2 together", "retrieval",
-                                        (("data.no_documents", 0.2),), selection=(("skip_same_meaning", True),)),
-    "throwaway_0.2": Recipe("default with two in ten examples throwaway emblems (not one)", "retrieval",
-                            (("data.throwaway_emblems", 0.2),)),
+    "no_twins_always_documents": Recipe("no_twins, and every example after its documents", "retrieval",
+                                        (("data.no_documents", 0.0),), selection=(("skip_same_meaning", True),)),
     "throwaway_0.3": Recipe("default with three in ten examples throwaway emblems (not one)", "retrieval",
                             (("data.throwaway_emblems", 0.3),)),
     "default": Recipe("the demo's recipe now (experiments/shapes_tiny.py:retrieval, tokenizers/vqgan_shapes.py:demo)",
@@ -152,7 +150,9 @@ def _override(key: str, value: Any) -> str:
 
 def _dirs(run: str, out: str, recipe: Recipe) -> dict[str, Any]:
     """Where a recipe's world, tokenizer, codes, memory bank, index and neighbours live: the run's,
-    or, for what a recipe changes, its own under OUT (shared by every recipe asking the same)."""
+    or, for what a recipe changes, its own under OUT (shared by every recipe asking the same). The
+    neighbours are chosen by the demo's SELECTION with the recipe's changes; neighbours found chosen
+    otherwise (an older run's) give way to the recipe's own."""
     dirs: dict[str, Any] = {k: os.path.join(run, k) for k in
                             ("shapes", "vqgan", "codes", "bank", "index", "neighbours")}
     if recipe.scenes or recipe.memory:
@@ -169,17 +169,28 @@ def _dirs(run: str, out: str, recipe: Recipe) -> dict[str, Any]:
         base = os.path.join(out, "tokenizers", key)
         dirs.update({k: os.path.join(base, k) for k in ("vqgan", "codes", "bank", "index", "neighbours")},
                     overrides=recipe.tokenizer)
-    if recipe.selection:
-        key = hashlib.sha256(json.dumps([recipe.selection, dirs["bank"], dirs["shapes"]]).encode()).hexdigest()[:10]
-        dirs.update(neighbours=os.path.join(out, "neighbours", key), selection=recipe.selection)
+    from cm3jax.demo import SELECTION
+    dirs["selection"] = dataclasses.replace(SELECTION, **dict(recipe.selection))
+    if _chosen_by(dirs["neighbours"]) not in (None, dataclasses.asdict(dirs["selection"])):  # chosen otherwise
+        said = [dataclasses.asdict(dirs["selection"]), dirs["bank"], dirs["shapes"]]
+        key = hashlib.sha256(json.dumps(said).encode()).hexdigest()[:10]
+        dirs["neighbours"] = os.path.join(out, "neighbours", key)
     return dirs
+
+
+def _chosen_by(neighbours: str) -> dict | None:
+    """The selection options a neighbours directory's training rows were chosen by; None if it has none."""
+    from cm3jax.retrieval.neighbours import MANIFEST
+    if not MANIFEST.exists(neighbours):
+        return None
+    return MANIFEST.read(neighbours)["splits"].get("train", {}).get("options")
 
 
 def prepare(run: str, dirs: dict[str, Any]) -> dict[str, Any]:
     """Makes what a recipe changes (its world; its VQ-GAN, the codes, and for retrieval the memory
     bank, index and neighbours) and returns the tokenizer's own figures (reconstruction exact
     match, bits of a code beyond its patch)."""
-    from cm3jax.demo import SELECTION, _neighbours_done
+    from cm3jax.demo import _neighbours_done
     from cm3jax.image_tokenizer.checkpoints import latest_step, load_tokenizer
     from cm3jax.image_tokenizer.pretokenize import MANIFEST as CODES_MANIFEST
     from cm3jax.image_tokenizer.pretokenize import pretokenize
@@ -205,8 +216,7 @@ def prepare(run: str, dirs: dict[str, Any]) -> dict[str, Any]:
     if not INDEX_MANIFEST.exists(dirs["index"]):
         make_index(dirs["bank"], dirs["index"])
     if not _neighbours_done(dirs["neighbours"]):
-        make_neighbours(dirs["index"], dirs["shapes"], SPLITS, dirs["neighbours"],
-                        dataclasses.replace(SELECTION, **dict(dirs.get("selection", ()))))
+        make_neighbours(dirs["index"], dirs["shapes"], SPLITS, dirs["neighbours"], dirs["selection"])
     return tokenizer_figures(dirs)
 
 

@@ -7,8 +7,10 @@
 The CM3Leon recipe (LayerNorm without affine, GELU, std 0.006 init, zero output projections)
 at toy size, with what the recipe study (docs/recipe.md, chosen on the dev split) found a
 model this small needs: rotary positions, a learned embedding of each image token's place in
-its image, fewer CM3-masked (0.1) and image-first (0.3) documents, and a tenth of the examples
-throwaway emblems that only copying their retrieved document can draw.
+its image, fewer CM3-masked (0.1) and image-first (0.3) documents, a tenth of the examples
+throwaway emblems that only copying their retrieved document can draw, and a fifth of the
+examples trained without their retrieved documents (so a prompt with none, every caption prompt
+among them, is one the model has seen).
 
 Variants: `default`, `retrieval` (what `cm3jax demo` trains: retrieval-augmented, each example
 after up to two of its offline neighbours, `doc <eos> doc <eos> query`, in a 256-token
@@ -47,7 +49,7 @@ def get_config(variant: str = "default"):
         # neighbours in it (`cm3jax retrieval neighbours`); empty: no retrieval
         retrieval_bank="", neighbours="", retrieved_documents=2 if retrieval else 3,
         # a share of the examples trained without their documents, as a prompt with 0 retrieved is asked
-        no_documents=0.0,
+        no_documents=0.2,
         # a share of the examples that become emblems invented for them, drawn after their own
         # document and a distractor's (copying is the only way), and how many patterns to draw from
         throwaway_emblems=0.1, throwaway_patterns=2048))

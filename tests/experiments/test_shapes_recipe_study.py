@@ -71,8 +71,17 @@ def test_every_recipe_overrides_only_keys_the_decoder_config_has(tmp_path):
             section, field = key.split(".")
             assert config[section][field] == value, f"{name}: {key}"
         assert config.train.steps == 7 and config.train.seed == 1
-        if recipe.selection:  # its own neighbours, chosen by the demo's heuristics with these changed
-            options = dataclasses.replace(SELECTION, **dict(recipe.selection))
-            assert all(getattr(options, k) == v for k, v in recipe.selection)
-            own = study._dirs(str(tmp_path / "run"), str(tmp_path), recipe)
-            assert own["neighbours"].startswith(str(tmp_path / "neighbours")) and own["bank"] == str(tmp_path / "run" / "bank")
+        options = study._dirs(str(tmp_path / "run"), str(tmp_path), recipe)["selection"]
+        assert options == dataclasses.replace(SELECTION, **dict(recipe.selection)), name
+
+
+def test_neighbours_chosen_otherwise_than_a_recipe_asks_give_way_to_its_own(tmp_path, monkeypatch):
+    study = _study()
+    run, recipe = str(tmp_path / "run"), study.RECIPES["no_twins"]
+    asked = dataclasses.asdict(dataclasses.replace(SELECTION, **dict(recipe.selection)))
+    monkeypatch.setattr(study, "_chosen_by", lambda directory: asked)
+    assert study._dirs(run, str(tmp_path), recipe)["neighbours"] == str(tmp_path / "run" / "neighbours")
+    monkeypatch.setattr(study, "_chosen_by", lambda directory: dataclasses.asdict(SELECTION))
+    own = study._dirs(run, str(tmp_path), recipe)
+    assert own["neighbours"].startswith(str(tmp_path / "neighbours")) and own["bank"] == str(tmp_path / "run" / "bank")
+    assert study._dirs(run, str(tmp_path), study.RECIPES["default"])["neighbours"] == str(tmp_path / "run" / "neighbours")

@@ -83,7 +83,7 @@ def _task_loss(workdir, task: str) -> float:
 
 def test_a_few_tuning_steps_lower_the_loss_on_every_task(base, tmp_path):
     tuned = str(tmp_path / "tuned")
-    train(_tuning(base, steps=100, warmup_steps=5, peak_lr=3e-3, batch_size=8), tuned, progress=False)
+    train(_tuning(base, steps=50, warmup_steps=5, peak_lr=3e-3, batch_size=8), tuned, progress=False)
     losses = {task: (_task_loss(base, task), _task_loss(tuned, task)) for task in SFT_TASKS}
     assert all(after < 0.95 * before for before, after in losses.values()), losses
 
