@@ -107,6 +107,13 @@ def shapes_document(example: dict, rng: np.random.Generator, mixture: ShapesMixt
     return (caption, image)
 
 
+def training_share(key: str, value: float) -> float:
+    """`value` of config `key`, a share of the training examples, checked to lie in 0..1."""
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"{key} is a share of the training examples, 0 to 1; got {value}.")
+    return value
+
+
 class ThrowawayEmblemMix:
     """Replaces a share `rate` of examples by an emblem invented for that example: a random
     name (THROWAWAY_NAMES) on a random pattern of `patterns_codes` (the codes of
@@ -115,8 +122,7 @@ class ThrowawayEmblemMix:
     element-wise random map, so a resumed run replays the same examples."""
 
     def __init__(self, patterns_codes_Nhw: np.ndarray, rate: float):
-        if not 0.0 <= rate <= 1.0:
-            raise UserError(f"data.throwaway_emblems is a share of the training examples, 0 to 1; got {rate}.")
+        training_share("data.throwaway_emblems", rate)
         if rate and len(patterns_codes_Nhw) < 2:
             raise UserError("data.throwaway_emblems needs at least 2 patterns (data.throwaway_patterns).")
         self.codes, self.rate = patterns_codes_Nhw, rate

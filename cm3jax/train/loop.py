@@ -27,7 +27,7 @@ from cm3jax.config import decoder_config, with_recorded_paths
 from cm3jax.data.pipeline import ObjectiveConfig, document_rows, global_batch, make_pipeline
 from cm3jax.data.sft import TaskMixture
 from cm3jax.data.shapes_tasks import (JoinedSource, ShapesMixture, ThrowawayEmblemMix, shapes_document,
-                                      throwaway_context)
+                                      throwaway_context, training_share)
 from cm3jax.data.tokenizers import load_codec
 from cm3jax.distributed import maybe_initialize
 from cm3jax.documents import DocumentCodec
@@ -109,9 +109,7 @@ def _pretraining_rows(config, codec, split: str, retrieval, throwaway):
                                 float(config.data.get("drawn_code_weight", 1.0)))
     bank, rows = (retrieval[0], retrieval[1][split]) if retrieval is not None else (None, None)
 
-    alone = float(config.data.get("no_documents", 0.0))  # share of examples trained without documents
-    if not 0.0 <= alone <= 1.0:
-        raise UserError(f"data.no_documents is a share of the training examples, 0 to 1; got {alone}.")
+    alone = training_share("data.no_documents", float(config.data.get("no_documents", 0.0)))  # without documents
 
     def to_context(example, rng):
         invented = throwaway_context(example, codec)

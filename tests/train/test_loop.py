@@ -52,16 +52,18 @@ class _Bank:
         return np.asarray(self.vocab.text_ids(np.arange(row + 1)), np.int32)
 
 
+def _rows_config(no_documents: float):
+    from ml_collections import ConfigDict
+    return ConfigDict({"data": dict(image_to_text=0.3, cfg_dropout=0.1, cm3_rate=0.0, span_rate=1.0,
+                                    retrieved_documents=2, no_documents=no_documents), "train": dict(seq_len=128)})
+
+
 @pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
 def test_a_share_of_examples_trains_without_its_documents(share):
-    from ml_collections import ConfigDict
-
     from tests.retrieval.bank_fixtures import make_codec
     codec = make_codec()
-    config = ConfigDict({"data": dict(image_to_text=0.3, cfg_dropout=0.1, cm3_rate=0.0, span_rate=1.0,
-                                      retrieved_documents=2, no_documents=share), "train": dict(seq_len=128)})
     rows = {"train": np.array([[0, 1, 2, 3]] * 4, np.int32)}
-    to_row = loop._pretraining_rows(config, codec, "train", (_Bank(codec.vocab), rows), None)
+    to_row = loop._pretraining_rows(_rows_config(share), codec, "train", (_Bank(codec.vocab), rows), None)
     example = {"caption": "a red circle in the top left", "codes": np.zeros((2, 2), np.int32), "index": 1}
     rng = np.random.default_rng(0)
     documents = [int((to_row(example, rng)["inputs"] == codec.vocab.eos_id).sum()) for _ in range(400)]
@@ -71,11 +73,8 @@ def test_a_share_of_examples_trains_without_its_documents(share):
 
 
 def test_a_no_documents_share_outside_0_to_1_is_refused():
-    from ml_collections import ConfigDict
-    config = ConfigDict({"data": dict(image_to_text=0.3, cfg_dropout=0.1, cm3_rate=0.0, span_rate=1.0,
-                                      retrieved_documents=2, no_documents=1.5), "train": dict(seq_len=128)})
     with pytest.raises(UserError, match="data.no_documents is a share"):
-        loop._pretraining_rows(config, None, "train", None, None)
+        loop._pretraining_rows(_rows_config(1.5), None, "train", None, None)
 
 
 def test_a_sequence_longer_than_the_model_is_refused(tmp_path):
