@@ -137,6 +137,10 @@ RECIPES = {
                        "retrieval", selection=(("skip_same_meaning", True),)),
     "no_twins_always_documents": Recipe("no_twins, and every example after its documents", "retrieval",
                                         (("data.no_documents", 0.0),), selection=(("skip_same_meaning", True),)),
+    "shared_objects": Recipe("default, but each training example's documents are bank scenes holding its own objects "
+                             "exactly (shape, colour, size, centre, background: the same codes in the same places), "
+                             "as few as cover the most of them, the retriever's neighbours filling the rest",
+                             "retrieval", selection=(("share_objects", True),)),
     "throwaway_0.3": Recipe("default with three in ten examples throwaway emblems (not one)", "retrieval",
                             (("data.throwaway_emblems", 0.3),)),
     "default": Recipe("the demo's recipe now (experiments/shapes_tiny.py:retrieval, tokenizers/vqgan_shapes.py:demo)",
@@ -295,6 +299,11 @@ def figures(results: dict) -> dict[str, float | None]:
             row[f"{key}_continued_accuracy"] = likelihood[name]["continued_token_accuracy"]
             if "with_2_retrieved" in likelihood[name]:
                 row[f"{key}_drawn_accuracy_2"] = likelihood[name]["with_2_retrieved"]["drawn_token_accuracy"]
+    retrieval = (tasks.get("retrieval", {}).get("results") or {})
+    by_documents = (retrieval.get("dev") or retrieval.get("eval") or {}).get("by_retrieved", {})
+    for documents in ("1", "2"):
+        if documents in by_documents:
+            row[f"dev_exact_{documents}"] = _rate(by_documents[documents], "exact_match")
     emblems = (tasks.get("emblems", {}).get("results") or {}).get("by_retrieved", {})
     for documents, entry in emblems.items():
         row[f"emblems_{documents}"] = entry["emblem_pixel_accuracy"]
@@ -316,7 +325,9 @@ def run_one(run: str, out: str, name: str, recipe: Recipe, seed: int, steps: int
             rows.append(done[key])
             continue
         train(config, workdir, stop_at_step=step if step < steps else None)
-        results = run_suite(workdir, size, tasks=tasks, split="dev", out=os.path.join(workdir, "eval", f"step{step}"),
+        # text -> image after 1 and 2 retrieved documents, at the end only (six more passes of the prompts)
+        last = ["retrieval"] if step == steps and "emblems" in tasks else []
+        results = run_suite(workdir, size, tasks=tasks + last, split="dev", out=os.path.join(workdir, "eval", f"step{step}"),
                             index=dirs["index"], progress=False)
         tokens, seconds, loss = training_cost(workdir, step)
         row = {"recipe": name, "seed": seed, "step": step, "tokens": tokens, "seconds": seconds, "train_loss": loss,
@@ -342,7 +353,8 @@ def write_table(out: str, rows: list[dict], recipes: dict[str, Recipe], machine:
         if k not in last or row["step"] > last[k]["step"]:
             last[k] = row
     columns = ("dev_exact", "novel_exact", "color", "shape", "size", "position", "count", "dev_drawn_accuracy",
-               "dev_continued_accuracy", "novel_drawn_accuracy", "dev_drawn_accuracy_2", "caption_exact")
+               "dev_continued_accuracy", "novel_drawn_accuracy", "dev_drawn_accuracy_2", "dev_exact_1", "dev_exact_2",
+               "caption_exact")
     lines = [f"Machine: {machine}. Dev split, {len(rows)} scored points; figures in % (128 dev prompts, "
              f"128 dev novel-pair prompts, greedy).", "",
              "| recipe | seed | steps | tokens (M) | train s | train loss | VQ recon exact | code bits/patch | "

@@ -62,7 +62,7 @@ def _neighbours(args, overrides) -> None:
     from cm3jax.retrieval.select import QueryDropout, SelectionOptions
     from cm3jax.retrieval.shapes_memory import make_neighbours
     options = SelectionOptions(k=args.k, candidates=max(32, 4 * args.k), max_relevance=args.max_relevance,
-                               skip_same_meaning=args.skip_same_meaning)
+                               skip_same_meaning=args.skip_same_meaning, share_objects=args.share_objects)
     found = make_neighbours(args.index, args.data, args.split, args.out, options, QueryDropout(args.query_dropout),
                             args.seed)
     for split, n in found.items():
@@ -138,5 +138,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--skip-same-meaning", action="store_true",
                    help="skip documents of scenes that mean what the query's does (copies but for jitter); "
                         "emblems' documents are kept")
+    p.add_argument("--share-objects", action="store_true",
+                   help="train split: documents holding the example's own objects exactly (the same codes at the "
+                        "same places), the retrieved neighbours filling the rest")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_neighbours)

@@ -4,7 +4,8 @@ prompt set's fingerprint, and drawing a grid a person can look at.
 
     text_to_image   eval (or dev) and novel captions, greedy, no retrieval
     likelihood      the same prompts' true images under teacher forcing: nats, codes ranked first
-    retrieval       the same with 0, 1 and 2 retrieved documents (CM3Leon Table 1, in kind)
+    retrieval       the same with 0, 1 and 2 retrieved documents (CM3Leon Table 1, in kind), and how
+                    many of the prompts' objects those documents hold
     emblems         the unseen emblems with 0 and 2 retrieved documents (only a copy can draw them)
     cfg             classifier-free guidance scale 1..7, greedy and top-p (Figure 4, left)
     decoding        top-p, CD-K and their mix at CFG 3, top-p unguided; best of 1, 2, 4, 8 by CLIP (Figure 4, right)
@@ -236,9 +237,25 @@ def _first_document_says(records: Sequence[list[dict]], scenes) -> metrics.Rate:
     hits = []
     for found, scene in zip(records, scenes):
         try:
-            hits.append(bool(found) and meaning_of(parse(found[0]["text"])) == meaning(scene))
+            hits.append(bool(found) and meaning_of(parse(found[0].get("text") or "")) == meaning(scene))
         except ShapesError:  # an image-only document, or text outside the grammar
             hits.append(False)
+    return metrics.rate(hits)
+
+
+def _documents_hold(records: Sequence[list[dict]], scenes, documents: int) -> metrics.Rate:
+    """How many of the prompts' objects (shape, colour, size, cell) the first `documents` retrieved
+    documents' texts also say: all a copy of parts of them could draw right."""
+    hits = []
+    for found, scene in zip(records, scenes):
+        held = set()
+        for record in found[:documents]:
+            try:
+                said = parse(record.get("text") or "")
+            except ShapesError:  # an image-only document, or text outside the grammar
+                continue
+            held |= {(o.shape, o.color, o.size, o.position) for o in said.objects}
+        hits += [o.describe() in held for o in scene.objects]
     return metrics.rate(hits)
 
 
@@ -253,8 +270,11 @@ def retrieval(ctx: Context) -> dict:
             by_documents[str(k)] = {**metrics.text_to_image(prompt_set.scenes, images),
                                     **ctx.record(prompt_set, GREEDY, retrieved=k)}
             columns[f"{k} retrieved"] = images
-        shown = _first_document_says([r for _, r in ctx.documents(role)], prompt_set.scenes)
-        results[prompt_set.name] = {"by_retrieved": by_documents, "first_document_says_the_prompt": shown.to_json()}
+        records = [r for _, r in ctx.documents(role)]
+        shown = _first_document_says(records, prompt_set.scenes)
+        held = {str(k): _documents_hold(records, prompt_set.scenes, k).to_json() for k in RETRIEVED if k}
+        results[prompt_set.name] = {"by_retrieved": by_documents, "first_document_says_the_prompt": shown.to_json(),
+                                    "documents_hold_the_objects": held}
         grids.append(_side_by_side(ctx, f"retrieval_{prompt_set.name}.png", prompt_set, columns))
     return {"results": results, "grids": grids}
 

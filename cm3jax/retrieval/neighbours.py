@@ -9,7 +9,10 @@ never see the unseen emblems' documents (so those emblems stay out of every trai
 sequence); other splits are queried as they are, as at inference. With the selection's
 `skip_same_meaning`, no example is given a document of a scene that means what its own does
 (the near copies a 20,000-document bank holds for a third of the training scenes and never for
-an evaluation prompt), but for emblems' documents.
+an evaluation prompt), but for emblems' documents. With `share_objects`, a training example's
+documents are instead the bank scenes that hold its own objects exactly (`shared_object_rows`), the
+retriever's neighbours filling what they leave (none of either meaning what the example does): the
+same codes at the same places of the image, so copying them is right.
 
 At training time `sample_context` draws up to three of an example's neighbours and hands their
 token ids to the data pipeline, which lays them out before the example (`doc <eos> doc <eos> query`).
@@ -105,12 +108,17 @@ def shapes_neighbours(bank: MemoryBank, index: Index, embedder: Embedder, shapes
     training = split == "train"
     held_out = unseen_emblem_rows(bank, shapes_dir) if training else frozenset()
     dropout = dropout if training else QueryDropout(0.0)
-    twins = (same_meaning_rows(bank, shapes_dir, [scene_of(e) for e in examples]) if options.skip_same_meaning
-             else None)
+    scenes = [scene_of(e) for e in examples]
+    skip_twins = options.skip_same_meaning or (training and options.share_objects)
+    twins = same_meaning_rows(bank, shapes_dir, scenes) if skip_twins else None
+    own_ids = [e["id"].decode() for e in examples]
     rows = compute_neighbours(bank, index, embedder, [e["caption"].decode() for e in examples],
-                              np.stack([np.asarray(e["image"]) for e in examples]),
-                              [e["id"].decode() for e in examples], options, dropout, seed, held_out, twins,
-                              progress=progress)
+                              np.stack([np.asarray(e["image"]) for e in examples]), own_ids, options, dropout, seed,
+                              held_out, twins, progress=progress)
+    if training and options.share_objects:
+        shared = shared_object_rows(bank, shapes_dir, scenes, own_ids, options.k,
+                                    [held_out | t for t in twins], np.random.default_rng(seed))
+        rows = np.stack([fill_rows(rows_K, first) if first else rows_K for rows_K, first in zip(rows, shared)])
     return rows, {"options": dataclasses.asdict(options), "query_dropout": dropout.rate, "seed": seed,
                   "held_out_rows": sorted(held_out)}
 
@@ -137,6 +145,56 @@ def same_meaning_rows(bank: MemoryBank, shapes_dir: str, scenes: Sequence[Scene]
         if doc_id in meaning_of_id:
             rows_of.setdefault(meaning_of_id[doc_id], []).append(row)
     return [frozenset() if s.emblem is not None else frozenset(rows_of.get(meaning(s), ())) for s in scenes]
+
+
+def object_keys(scene: Scene) -> list[tuple]:
+    """What fixes an object's image codes: its shape, colour, size and centre, and the background."""
+    return [(scene.background, o.shape, o.color, o.size, tuple(o.center)) for o in scene.objects]
+
+
+def shared_object_rows(bank: MemoryBank, shapes_dir: str, scenes: Sequence[Scene], own_ids: Sequence[str], k: int,
+                       excluded_rows_of: Sequence[Collection[int]], rng: np.random.Generator) -> list[list[int]]:
+    """For each scene, up to `k` bank rows whose memory scenes hold its objects exactly, chosen
+    greedily to cover the most of them (ties at random), never its own document nor an excluded
+    row; emblem scenes get none (their documents are the retriever's to find)."""
+    memory = data_source(shapes_dir, "memory")
+    keys_of_id = {}
+    for i in range(len(memory)):
+        scene = scene_of(memory[i])
+        keys_of_id[scene.id] = object_keys(scene)
+    rows_of: dict[tuple, list[int]] = {}
+    for row, doc_id in enumerate(bank.ids):
+        for key in keys_of_id.get(doc_id, ()):
+            rows_of.setdefault(key, []).append(row)
+    chosen_rows = []
+    for scene, own_id, excluded in zip(scenes, own_ids, excluded_rows_of):
+        uncovered, chosen = set(object_keys(scene)), []
+        while uncovered and len(chosen) < k:
+            holders: dict[int, int] = {}
+            for key in uncovered:
+                for row in rows_of.get(key, ()):
+                    if row not in excluded and bank.ids[row] != own_id:
+                        holders[row] = holders.get(row, 0) + 1
+            if not holders:
+                break
+            most = max(holders.values())
+            best = sorted(row for row, n in holders.items() if n == most)
+            row = best[int(rng.integers(len(best)))]
+            chosen.append(row)
+            uncovered -= set(keys_of_id[bank.ids[row]])
+        chosen_rows.append(chosen)
+    return chosen_rows
+
+
+def fill_rows(rows_K: np.ndarray, first: Sequence[int]) -> np.ndarray:
+    """An example's rows holding `first`, then its retrieved neighbours not among them, k in all:
+    laid out so that `sample_context` ranks them in that order and, with k to draw, takes them all."""
+    k = len(rows_K) // 2
+    ranked = list(dict.fromkeys([int(r) for r in first] + [int(r) for r in _by_rank(rows_K) if r >= 0]))[:k]
+    out = np.full(2 * k, -1, np.int32)
+    for rank, row in enumerate(ranked):
+        out[(rank % 2) * k + rank // 2] = row
+    return out
 
 
 def load_neighbours(directory: str, split: str, bank: MemoryBank) -> np.ndarray:

@@ -37,6 +37,10 @@ class SelectionOptions:
     # Shapes: skip documents whose scene means what the query's does (near copies in meaning, which
     # an evaluation prompt never has); an emblem's document is kept, as the knowledge the bank holds
     skip_same_meaning: bool = False
+    # Shapes, training examples: documents holding the example's own objects exactly (shape, colour,
+    # size, centre and background, so the same image codes at the same places), as few as cover the
+    # most of them; the retriever's neighbours fill what is left
+    share_objects: bool = False
 
     def check(self) -> "SelectionOptions":
         if self.k < 1 or self.candidates < self.k:

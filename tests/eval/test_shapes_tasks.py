@@ -17,7 +17,8 @@ HEADLINE = {  # task -> the figures that must be 100% for a perfect generator
     "text_to_image": [("eval", "exact_match"), ("novel", "exact_match")],
     "likelihood": [("eval", "drawn_token_accuracy"), ("novel", "drawn_token_accuracy"),
                    ("eval", "with_2_retrieved", "drawn_token_accuracy")],
-    "retrieval": [("eval", "by_retrieved", "2", "exact_match"), ("novel", "first_document_says_the_prompt")],
+    "retrieval": [("eval", "by_retrieved", "2", "exact_match"), ("novel", "first_document_says_the_prompt"),
+                  ("eval", "documents_hold_the_objects", "1")],
     "emblems": [("by_retrieved", "2", "emblem_exact_match"), ("first_document_is_the_emblem",)],
     "cfg": [("greedy", "7", "exact_match"), ("top_p", "1", "exact_match")],
     "decoding": [("mix", "8", "exact_match"), ("cd_k", "1", "any_exact"), ("top_p_unguided", "8", "exact_match")],
@@ -127,7 +128,7 @@ def test_a_perfect_generator_scores_100_and_a_shifted_one_near_0(task, tmp_path,
         assert not queue, f"{task} measured fewer outputs than expected"
         for path in HEADLINE[task]:
             value = _figure(measured["results"], path)
-            if path[-1].startswith("first_document"):
+            if any(key.startswith(("first_document", "documents_hold")) for key in path):
                 assert value == 1.0  # the echo retriever finds the prompt itself
             elif expected == 1.0:
                 ceiling = measured["results"].get("renderer_iou_at_0.5", {"rate": 1.0})["rate"]
@@ -135,6 +136,21 @@ def test_a_perfect_generator_scores_100_and_a_shifted_one_near_0(task, tmp_path,
             else:
                 assert value <= 0.35, (path, value)
         assert all((tmp_path / grid).read_bytes()[:4] == b"\x89PNG" for grid in measured.get("grids", []))
+
+
+def test_documents_hold_counts_the_prompts_objects_their_texts_say(tmp_path):
+    scenes = _context(tmp_path).prompts("main").scenes
+    own = [[{"text": s.caption}] for s in scenes]
+    others = [[{"text": "an image"}, {"text": t.caption}] for t in scenes[1:] + scenes[:1]]
+    assert shapes_tasks._documents_hold(own, scenes, 1).value == 1.0
+    assert shapes_tasks._documents_hold(others, scenes, 1).value == 0.0  # text outside the grammar holds nothing
+    assert shapes_tasks._documents_hold(others, scenes, 2).value < 0.5
+    mixed = [[b[1], a[0]] for a, b in zip(own, others)]
+    held = shapes_tasks._documents_hold(mixed, scenes, 2)
+    assert held.value == 1.0 and held.total == sum(len(s.objects) for s in scenes)
+    image_only = [[{"text": None, "kind": "image"}] for _ in scenes]
+    assert shapes_tasks._documents_hold(image_only, scenes, 1).value == 0.0
+    assert shapes_tasks._first_document_says(image_only, scenes).value == 0.0
 
 
 def test_infill_spans_are_whole_words_at_token_boundaries(tmp_path):

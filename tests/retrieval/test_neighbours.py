@@ -7,8 +7,9 @@ import pytest
 from cm3jax.errors import UserError
 from cm3jax.retrieval.bank import ShapesBankOptions, build_shapes_bank
 from cm3jax.retrieval.index import ExactIndex
-from cm3jax.retrieval.neighbours import (compute_neighbours, load_neighbours, same_meaning_rows, sample_context,
-                                         save_neighbours, shapes_neighbours, unseen_emblem_rows)
+from cm3jax.retrieval.neighbours import (compute_neighbours, fill_rows, load_neighbours, object_keys,
+                                         same_meaning_rows, sample_context, save_neighbours, shapes_neighbours,
+                                         unseen_emblem_rows)
 from cm3jax.retrieval.select import QueryDropout, SelectionOptions
 from cm3jax.shapes.captions import meaning
 from cm3jax.shapes.dataset import data_source, make, scene_of
@@ -156,3 +157,42 @@ def test_training_neighbours_skip_documents_that_mean_what_their_query_does(tmp_
     assert any(returned), "without the option, twins are retrieved (the toy embedder ranks them first)"
     assert not any(set(r.tolist()) & t for r, t in zip(skipped, twins))
     assert (skipped >= 0).mean() > 0.9
+
+
+def test_fill_rows_puts_the_given_documents_first_and_draws_them_all(setup):
+    bank, *_ = setup
+    rows = fill_rows(np.array([5, 7, 9, 11], np.int32), [7])  # ranked 5, 9, 7, 11 by sample_context
+    assert rows.tolist() == [7, -1, 5, -1]
+    docs = sample_context(bank, rows, np.random.default_rng(0), 2)
+    assert [tuple(d) for d in docs] == [tuple(bank.tokens(7)), tuple(bank.tokens(5))]
+    assert fill_rows(np.array([5, -1, 6, -1], np.int32), [3, 4]).tolist() == [3, -1, 4, -1]
+
+
+def test_shared_object_neighbours_hold_the_examples_own_objects_and_never_a_twin(tmp_path):
+    world = str(tmp_path / "shapes")
+    make(world, dataclasses.replace(WORLD, num_train=300, num_memory=600), workers=1, progress=False)
+    bank = build_shapes_bank(world, fake_codes(world), make_codec(), ToyEmbedder(), embedder_record=TOY,
+                             options=ShapesBankOptions(seed=3), progress=False)
+    scenes = [scene_of(s) for s in data_source(world, "train")]
+    memory_of_id = {s.id: s for s in map(scene_of, data_source(world, "memory"))}
+    twins = same_meaning_rows(bank, world, scenes)
+    held_out = unseen_emblem_rows(bank, world)
+    options = SelectionOptions(k=2, candidates=bank.keys_ND.shape[0], max_relevance=None)
+    retrieved, shared = (shapes_neighbours(bank, ExactIndex(bank.keys_ND), ToyEmbedder(), world, "train",
+                                           dataclasses.replace(options, share_objects=share), QueryDropout(0.0),
+                                           progress=False)[0] for share in (False, True))
+    covered = 0
+    for scene, rows_K, retrieved_K, twin_rows in zip(scenes, shared, retrieved, twins):
+        assert not set(rows_K.tolist()) & (twin_rows | held_out)
+        if scene.emblem is not None:
+            assert rows_K.tolist() == retrieved_K.tolist(), "an emblem example keeps what the retriever found"
+            continue
+        own = set(object_keys(scene))
+        first = memory_of_id.get(bank.ids[rows_K[0]]) if rows_K[0] >= 0 else None  # the first drawn
+        shares = len(set(object_keys(first)) & own) if first is not None else 0
+        best = max(len(set(object_keys(m)) & own) for doc_id, m in memory_of_id.items()
+                   if bank.ids.index(doc_id) not in twin_rows | held_out)
+        assert shares == best, "the first document holds as many of the example's objects as any can"
+        covered += shares > 0
+    assert covered >= 20, "a 600-scene bank holds some training objects exactly"
+    assert (shared != retrieved).any()

@@ -59,17 +59,17 @@ def test_categorical_follows_the_distribution_and_never_draws_impossible_tokens(
     assert int(categorical(keys[0], jnp.array([-jnp.inf, 2.0, -jnp.inf]))) == 1
 
 
-def test_top_p_keeps_the_sorted_prefix_that_first_reaches_p():
+@pytest.mark.parametrize("size, scale", [(1000, (0.5, 5)), (16384, (0.01, 0.05))])  # peaked; near uniform
+def test_top_p_keeps_the_sorted_prefix_that_first_reaches_p(size, scale):
     for seed in range(20):
         rng = np.random.default_rng(seed)
-        scores = rng.normal(size=1000) * rng.uniform(0.5, 5)
+        scores = (rng.normal(size=size) * rng.uniform(*scale)).astype(np.float32)
         p = rng.uniform(0.05, 0.99)
-        probs = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
-        order = np.argsort(-probs)
-        crossing = int(np.searchsorted(np.cumsum(probs[order]), p))  # first sorted index whose mass reaches p
-        expected = np.zeros(1000, bool)
-        expected[order[:crossing + 1]] = True
-        np.testing.assert_array_equal(np.isfinite(top_p_filter(jnp.asarray(scores, jnp.float32), p)), expected)
+        probs = np.asarray(jax.nn.softmax(jnp.asarray(scores)))  # the filter's own rounding
+        order = np.argsort(-probs, kind="stable")
+        crossing = int(np.searchsorted(np.cumsum(probs[order], dtype=np.float64), p))  # first index reaching p
+        expected = probs >= probs[order[crossing]]  # that prefix, and any tied with its last
+        np.testing.assert_array_equal(np.isfinite(jax.jit(top_p_filter)(jnp.asarray(scores), p)), expected)
 
 
 def test_top_p_one_equals_plain_temperature_sampling():
