@@ -133,7 +133,7 @@ def dot_product_attention(q_BTHE, k_BKSE, v_BKSE, mask_BTS, causal_blocks: bool 
     whose mask never lets a query see a later key, as packed causal rows are), queries go in
     blocks of QUERY_CHUNK rows and each block reads only the keys up to its own end: the
     same result without computing the masked upper triangle's blocks. Keys and values come head
-    first, as the cache stores them."""
+    first."""
     b, t, h, e = q_BTHE.shape
     k_heads = k_BKSE.shape[1]
     q_BKGTE = (q_BTHE * e ** -0.5).reshape(b, t, k_heads, h // k_heads, e).transpose(0, 2, 3, 1, 4)
@@ -154,6 +154,21 @@ def dot_product_attention(q_BTHE, k_BKSE, v_BKSE, mask_BTS, causal_blocks: bool 
         out_BKGTE = jnp.concatenate([attend(q_BKGTE[:, :, :, i * c:(i + 1) * c], mask_BTS[:, i * c:(i + 1) * c, :(i + 1) * c])
                                      for i in range(blocks)], axis=3)
     return out_BKGTE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
+
+
+def cached_attention(q_BTHE, k_NSE, v_NSE, mask_BTS) -> jax.Array:
+    """dot_product_attention over a cache laid out as cm3jax.model.cache stores it: keys and values
+    [N, S, E] with N = B * K, read as they are stored."""
+    b, t, h, e = q_BTHE.shape
+    n, s = k_NSE.shape[:2]
+    k_heads = n // b
+    g = h // k_heads
+    q_NXE = (q_BTHE * e ** -0.5).reshape(b, t, k_heads, g, e).transpose(0, 2, 3, 1, 4).reshape(n, g * t, e)
+    logits_NXS = jnp.einsum("nxe,nse->nxs", q_NXE, k_NSE, preferred_element_type=jnp.float32)
+    mask_NXS = jnp.broadcast_to(mask_BTS[:, None, None], (b, k_heads, g, t, s)).reshape(n, g * t, s)
+    probs_NXS = jax.nn.softmax(jnp.where(mask_NXS, logits_NXS, NEG_INF), axis=-1).astype(v_NSE.dtype)
+    out_NXE = jnp.einsum("nxs,nse->nxe", probs_NXS, v_NSE)
+    return out_NXE.reshape(b, k_heads, g, t, e).transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
 
 
 class Attention(nnx.Module):
@@ -201,9 +216,9 @@ class Attention(nnx.Module):
         the slots at or before its own position."""
         q, k, v = self.project(x_BTD, positions_BT)
         cache = cache.write(k, v, positions_BT[:, 0])
-        slots_S = jnp.arange(cache.k_BKSE.shape[2])
+        slots_S = jnp.arange(cache.k_NSE.shape[1])
         mask_BTS = slots_S[None, None, :] <= positions_BT[:, :, None]
-        return self.output(dot_product_attention(q, cache.k_BKSE, cache.v_BKSE, mask_BTS)), cache
+        return self.output(cached_attention(q, cache.k_NSE, cache.v_NSE, mask_BTS)), cache
 
 
 class MLP(nnx.Module):

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cm3jax.model.layers import QUERY_CHUNK, attention_mask, dense, dot_product_attention
+from cm3jax.model.layers import QUERY_CHUNK, attention_mask, cached_attention, dense, dot_product_attention
 
 
 def test_causal_blocks_equal_full_attention_on_packed_rows():
@@ -14,7 +14,7 @@ def test_causal_blocks_equal_full_attention_on_packed_rows():
     keys = jax.random.split(jax.random.key(0), 3)
     q = jax.random.normal(keys[0], (2, t, 4, 8))
     k, v = (jax.random.normal(key, (2, t, 2, 8)) for key in keys[1:])  # grouped: 2 query heads per kv head
-    k_BKSE, v_BKSE = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # head first, as the cache stores them
+    k_BKSE, v_BKSE = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # head first
     full = dot_product_attention(q, k_BKSE, v_BKSE, mask)
     blocked = dot_product_attention(q, k_BKSE, v_BKSE, mask, causal_blocks=True)
     np.testing.assert_allclose(blocked, full, atol=1e-6)
@@ -24,6 +24,17 @@ def test_causal_blocks_equal_full_attention_on_packed_rows():
     probs /= probs.sum(-1, keepdims=True)
     np.testing.assert_allclose(full, np.einsum("bhts,bshe->bthe", probs, np.repeat(np.asarray(v), 2, axis=2)),
                                atol=1e-5)
+
+
+def test_attention_over_the_cache_layout_equals_attention_by_head():
+    keys = jax.random.split(jax.random.key(2), 3)
+    b, t, s, k_heads = 3, 2, 7, 2
+    q = jax.random.normal(keys[0], (b, t, 4, 8))  # 2 query heads per kv head
+    k_BKSE, v_BKSE = (jax.random.normal(key, (b, k_heads, s, 8)) for key in keys[1:])
+    ends = jnp.asarray([[2, 3], [5, 6], [0, 1]])  # each query sees the slots up to its own
+    mask = jnp.arange(s)[None, None] <= ends[:, :, None]
+    flat = cached_attention(q, k_BKSE.reshape(b * k_heads, s, 8), v_BKSE.reshape(b * k_heads, s, 8), mask)
+    np.testing.assert_allclose(flat, dot_product_attention(q, k_BKSE, v_BKSE, mask), atol=1e-6)
 
 
 def test_dense_values_and_gradients_equal_the_plain_product():
