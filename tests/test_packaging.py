@@ -6,6 +6,8 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Run from an empty directory with only the installed wheel on the path; every config the demo
@@ -36,9 +38,11 @@ def test_the_package_list_names_every_package():
     assert {path for path in setuptools["package-dir"].values()} == {"experiments", "tokenizers", "retrieval"}
 
 
-def test_a_built_wheel_loads_every_config_the_demo_uses_from_anywhere(tmp_path):
+def _installs_and_loads_from_anywhere(source: str, tmp_path) -> None:
+    """Builds a wheel of `source` (what pip takes: a folder, or git+URL), installs it on its own and
+    loads every config the demo uses from an empty directory."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "wheel"), ROOT], check=True, cwd=tmp_path)
+                    "-w", str(tmp_path / "wheel"), source], check=True, cwd=tmp_path)
     wheel = [str(tmp_path / "wheel" / name) for name in os.listdir(tmp_path / "wheel")]
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), *wheel],
@@ -49,3 +53,16 @@ def test_a_built_wheel_loads_every_config_the_demo_uses_from_anywhere(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[] True"
+
+
+def test_a_built_wheel_loads_every_config_the_demo_uses_from_anywhere(tmp_path):
+    _installs_and_loads_from_anywhere(ROOT, tmp_path)
+
+
+def test_pip_install_from_the_git_repository_loads_every_config(tmp_path):
+    """What a Colab user types, `pip install "cm3jax @ git+URL"`, with this checkout's own history as
+    the URL: the committed files alone make a package that runs the demo's configs."""
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("the source tree is not a git checkout")
+    _installs_and_loads_from_anywhere(f"git+file://{ROOT}@{head.stdout.strip()}", tmp_path)
