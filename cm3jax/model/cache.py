@@ -5,9 +5,9 @@ Rows are left-aligned, so rows of different lengths share one cache and each wri
 position. An unrolled decoder keeps a tuple of LayerCache, one per block; a decoder with
 `scan_layers` keeps one StackedCache [L, N, S, E], which each step of its scan reads and writes
 through a StackedLayer, in place. Batch and heads share one axis because attention's products
-read the cache so, batched over (row, head): stored [B, K, S, E], the cache had to be reshaped for
-every product, and inside the decode loop XLA:CPU then copied each layer's keys and values three
-times a step (bench-small: 0.12 ms a layer at batch 1, against 0.02 ms as stored now).
+read the cache so, batched over (row, head): stored [B, K, S, E], the cache was reshaped for each
+product, and at batch 1 XLA:CPU then copied every layer's keys and values three times a decode
+step (a fifth of bench-small's step; docs/benchmarks.md).
 """
 
 from __future__ import annotations
