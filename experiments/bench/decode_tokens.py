@@ -12,7 +12,8 @@ modality masks are active). Cases: batch 1, batch 8, and classifier-free guidanc
 each figure is the median over the quiet rounds (the idle CPU share is sampled before each;
 a round begun while other work held more than a tenth of the machine is flagged and left out
 unless --allow-busy). Also: batch-1 decoding against the memory-bandwidth bound (weight
-bytes read per step at a large gemv's measured rate), compile times, and the latency of one
+bytes read per step at a large gemv's rate, measured in every round beside the decoding and
+taken as the median: this machine's bandwidth moves between runs), compile times, and the latency of one
 Shapes image (64 codes, CFG 3, 8 samples) at the shapes_tiny size.
 """
 
@@ -122,15 +123,17 @@ def main() -> None:
     ours = JaxSide(model_config, bench_vocab(model_config, d.new_tokens), d.prompt_len, d.new_tokens, d.top_p)
     peer = TorchSide(model_config, ours.prompts, d.new_tokens, d.top_p)
     times = {side: {case: [] for case in CASES} for side in ("cm3jax", "peer")}  # one entry per round
+    gemv_rounds = []
     for _ in range(args.rounds):
         quiet.check()
         for case in CASES:
             times["cm3jax"][case] += time_calls(lambda: ours.run(case), 1)
             times["peer"][case] += time_calls(lambda: peer.run(case), 1)
+        gemv_rounds.append(gemv_gb_per_second())
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     atomic_write_text(args.json, json.dumps({"machine": machine(), "quiet": quiet.record(), "seconds": times},
                                             indent=2) + "\n")  # the raw rounds, kept whatever follows
-    gemv = gemv_gb_per_second()
+    gemv = statistics.median(quiet.select(gemv_rounds))
     weight_bytes = 4 * model_config.param_count()
     bound = gemv * 1e9 / weight_bytes  # batch-1 steps/s if every step reads every weight once at gemv speed
     latency = shapes_image_latency()
@@ -145,7 +148,7 @@ def main() -> None:
                       "cm3jax_all_seconds": times["cm3jax"][case], "peer_all_seconds": times["peer"][case]}
     fraction = rows["batch 1"]["cm3jax_tokens_per_second"] / bound
     result = {"machine": machine(), "model": config.model.to_dict(), "prompt_len": d.prompt_len,
-              "new_tokens": d.new_tokens, "top_p": d.top_p, "gemv_gb_per_second": gemv,
+              "new_tokens": d.new_tokens, "top_p": d.top_p, "gemv_gb_per_second": gemv, "gemv_rounds": gemv_rounds,
               "weight_bytes": weight_bytes, "bandwidth_bound_tokens_per_second": bound,
               "batch1_fraction_of_bound": fraction, "cases": rows, "shapes_image": latency,
               "peer": {"torch": peer.torch.__version__, "threads": peer.threads},
@@ -159,7 +162,8 @@ def main() -> None:
         print(f"| {case} | {r['cm3jax_tokens_per_second']:.1f} | {r['peer_tokens_per_second']:.1f} | "
               f"{r['speedup']:.2f}x | {r['target']:.0f}x | {r['cm3jax_compile_seconds']:.1f} |")
     print(f"\nbatch 1 runs at {fraction:.2f} of the bandwidth bound ({bound:.0f} tokens/s: {weight_bytes / 1e6:.0f} MB "
-          f"of weights per step at the measured gemv rate of {gemv:.1f} GB/s)")
+          f"of weights per step at the gemv rate of {gemv:.1f} GB/s, median of "
+          f"{', '.join(f'{g:.1f}' for g in gemv_rounds)} measured in the rounds)")
     print(f"{quiet.summary()}; load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"Shapes image (shapes_tiny size, 64 codes, CFG 3, {latency['samples']} samples): {latency['seconds']:.2f} s "
           f"({1e3 * latency['seconds_per_token_step']:.1f} ms per step), first call {latency['first_call_seconds']:.1f} s")
