@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import sys
 import time
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,57 @@ def cpu_name_and_isa() -> tuple[str, str]:
         pass
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else platform.machine()
     return name, isa
+
+
+# How each side is held to a narrower vector ISA than the CPU has (`--max-isa` of the benches): XLA's
+# code generator, and PyTorch's ATen kernels with the oneDNN and MKL libraries behind its matmuls.
+# XLA:CPU runs its dots in YNNPACK, which picks its kernels from cpuid and reads no flag, so the
+# cap reaches XLA's fused loops but not its matmuls (docs/benchmarks.md measures what that leaves).
+ISA_CAPS = {
+    "AVX2": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+
+
+def isa_capped_environ(environ: Mapping[str, str], isa: str) -> dict[str, str]:
+    """`environ` with the settings that hold both sides of a bench to `isa` (one of ISA_CAPS);
+    the flags already in XLA_FLAGS are kept (but an earlier cap), after which the cap comes."""
+    if isa not in ISA_CAPS:
+        raise UserError(f"Unknown --max-isa {isa!r}; choose one of {', '.join(ISA_CAPS)}.")
+    capped = dict(environ)
+    for key, value in ISA_CAPS[isa].items():
+        kept = [flag for flag in environ.get(key, "").split() if not flag.startswith("--xla_cpu_max_isa=")]
+        capped[key] = " ".join(kept + [value]) if key == "XLA_FLAGS" else value
+    return capped
+
+
+def restart_with_isa_cap(isa: str | None) -> None:
+    """Replace this process by the same command with both sides held to `isa` (once: a process
+    already under the cap goes on); None does nothing. The settings are read when JAX and
+    PyTorch load, so they must be in the environment the process starts with."""
+    if isa is None:
+        return
+    capped = isa_capped_environ(os.environ, isa)
+    if all(os.environ.get(key) == value for key, value in capped.items()):
+        return
+    os.execve(sys.executable, sys.orig_argv, capped)
+
+
+def jax_vector_isa() -> str:
+    """The vector ISA XLA:CPU compiles for here: the CPU's widest, or the cap XLA_FLAGS sets."""
+    _, isa = cpu_name_and_isa()
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    caps = [flag.partition("=")[2] for flag in flags if flag.startswith("--xla_cpu_max_isa=")]
+    return f"{isa}, code generation capped at {caps[-1]}" if caps else isa
+
+
+def torch_vector_isa(torch) -> str:
+    """The vector ISA PyTorch's ATen kernels dispatch to (ATEN_CPU_CAPABILITY caps it), with the
+    oneDNN / MKL caps where set."""
+    told = torch.backends.cpu.get_cpu_capability()
+    caps = [f"{key}={os.environ[key]}" for key in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+            if key in os.environ]
+    return f"{told} ({', '.join(caps)})" if caps else told
 
 
 def machine() -> str:

@@ -1,14 +1,20 @@
 """The benchmark helpers return well-formed values (not a timing test): the CPU's name and ISA,
-a one-line machine description, one duration per call, a positive matmul rate; and the quiet check
-that flags rounds timed beside other work (from /proc/stat text written by the test)."""
+a one-line machine description, one duration per call, a positive matmul rate; the ISA cap a
+restarted bench runs under, as both sides report it; and the quiet check that flags rounds timed
+beside other work (from /proc/stat text written by the test)."""
 
 import os
 import platform
+import subprocess
+import sys
+import textwrap
 
 import jax
 import pytest
 
-from cm3jax.benchmarking import cpu_name_and_isa, gemv_gb_per_second, machine, matmul_gflops, time_calls
+from cm3jax.benchmarking import (cpu_name_and_isa, gemv_gb_per_second, isa_capped_environ, machine, matmul_gflops,
+                                 time_calls)
+from cm3jax.errors import UserError
 
 
 def test_cpu_name_and_isa_are_non_empty_strings():
@@ -28,6 +34,42 @@ def test_machine_names_the_cpu_cores_and_versions():
     text = machine()
     assert text.startswith(f"{name} ({isa}), {os.cpu_count()} cores, ")
     assert f"python {platform.python_version()}" in text and f"jax {jax.__version__}" in text
+
+
+def test_the_isa_cap_sets_every_library_and_keeps_other_xla_flags():
+    capped = isa_capped_environ({"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "HOME": "/h"}, "AVX2")
+    assert capped["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2 --xla_cpu_max_isa=AVX2"
+    assert (capped["ATEN_CPU_CAPABILITY"], capped["ONEDNN_MAX_CPU_ISA"], capped["MKL_ENABLE_INSTRUCTIONS"]) == (
+        "avx2", "AVX2", "AVX2")
+    assert capped["HOME"] == "/h" and isa_capped_environ({}, "AVX2")["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX2"
+    assert isa_capped_environ(capped, "AVX2") == capped  # a capped process is not restarted again
+    recapped = isa_capped_environ({"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2"}, "AVX2")
+    assert recapped["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX2"
+    with pytest.raises(UserError, match="Unknown --max-isa 'AVX3'; choose one of AVX2"):
+        isa_capped_environ({}, "AVX3")
+
+
+@pytest.mark.skipif(cpu_name_and_isa()[1] not in ("AVX2", "AVX-512"), reason="needs an x86 CPU with AVX2")
+def test_a_bench_restarted_under_the_cap_reports_it_on_both_sides_and_still_computes():
+    pytest.importorskip("torch")
+    script = textwrap.dedent("""
+        import os, sys
+        from cm3jax.benchmarking import jax_vector_isa, restart_with_isa_cap, torch_vector_isa
+        print("start", flush=True)
+        restart_with_isa_cap("AVX2")
+        import jax.numpy as jnp, torch
+        print("sum", float(jnp.arange(10.0).sum()))
+        print("jax", jax_vector_isa())
+        print("torch", torch_vector_isa(torch))
+    """)
+    environ = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "ATEN_CPU_CAPABILITY")}
+    out = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, check=True,
+                         timeout=120).stdout
+    lines = out.splitlines()
+    assert lines.count("start") == 2, out  # restarted once, then went on
+    assert "sum 45.0" in lines
+    assert f"jax {cpu_name_and_isa()[1]}, code generation capped at AVX2" in lines
+    assert "torch AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2)" in lines
 
 
 def test_time_calls_times_each_call_once():

@@ -1,7 +1,8 @@
 """Benchmark: KV-cached decoding tokens/s on bench-small, side by side with Hugging Face
 `generate` on `ChameleonForConditionalGeneration` in PyTorch on CPU (docs/benchmarks.md).
 
-    python experiments/bench/decode_tokens.py [--rounds 3] [--allow-busy] [--json runs/bench/decode_tokens.json]
+    python experiments/bench/decode_tokens.py [--rounds 3] [--allow-busy] [--max-isa AVX2]
+        [--json runs/bench/decode_tokens.json]
 
 Every case samples 256 new tokens after a 32-token prompt with top-p 0.9 at temperature 1,
 float32, random weights (speed does not depend on them); neither side may stop early (the
@@ -14,7 +15,8 @@ a round begun while other work held more than a tenth of the machine is flagged 
 unless --allow-busy). Also: batch-1 decoding against the memory-bandwidth bound (weight
 bytes read per step at a large gemv's rate, measured in every round beside the decoding and
 taken as the median: this machine's bandwidth moves between runs), compile times, and the latency of one
-Shapes image (64 codes, CFG 3, 8 samples) at the shapes_tiny size.
+Shapes image (64 codes, CFG 3, 8 samples) at the shapes_tiny size, and the vector ISA each side
+used (--max-isa AVX2 holds both to AVX2, as in train_tokens.py).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
-from cm3jax.benchmarking import QuietCheck, chameleon_peer, gemv_gb_per_second, machine, time_calls
+from cm3jax.benchmarking import (ISA_CAPS, QuietCheck, chameleon_peer, gemv_gb_per_second, jax_vector_isa, machine,
+                                 restart_with_isa_cap, time_calls, torch_vector_isa)
 from cm3jax.config import load_config
 from cm3jax.config import decoder_config
 from cm3jax.errors import UserError
@@ -112,8 +115,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--allow-busy", action="store_true", help="keep rounds timed beside other work in the medians")
+    parser.add_argument("--max-isa", choices=sorted(ISA_CAPS),
+                        help="hold both sides to this vector ISA (approximates a machine without the wider one)")
     parser.add_argument("--json", default="runs/bench/decode_tokens.json")
     args = parser.parse_args()
+    restart_with_isa_cap(args.max_isa)
     load_before = os.getloadavg()[0]
     quiet = QuietCheck(allow_busy=args.allow_busy)
 
@@ -151,6 +157,7 @@ def main() -> None:
               "new_tokens": d.new_tokens, "top_p": d.top_p, "gemv_gb_per_second": gemv, "gemv_rounds": gemv_rounds,
               "weight_bytes": weight_bytes, "bandwidth_bound_tokens_per_second": bound,
               "batch1_fraction_of_bound": fraction, "cases": rows, "shapes_image": latency,
+              "vector_isa": {"cm3jax": jax_vector_isa(), "peer": torch_vector_isa(peer.torch)},
               "peer": {"torch": peer.torch.__version__, "threads": peer.threads},
               "load_average": [load_before, os.getloadavg()[0]], "quiet": quiet.record()}
 
@@ -164,6 +171,7 @@ def main() -> None:
     print(f"\nbatch 1 runs at {fraction:.2f} of the bandwidth bound ({bound:.0f} tokens/s: {weight_bytes / 1e6:.0f} MB "
           f"of weights per step at the gemv rate of {gemv:.1f} GB/s, median of "
           f"{', '.join(f'{g:.1f}' for g in gemv_rounds)} measured in the rounds)")
+    print(f"vector ISA: cm3jax {result['vector_isa']['cm3jax']}; peer {result['vector_isa']['peer']}")
     print(f"{quiet.summary()}; load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"Shapes image (shapes_tiny size, 64 codes, CFG 3, {latency['samples']} samples): {latency['seconds']:.2f} s "
           f"({1e3 * latency['seconds_per_token_step']:.1f} ms per step), first call {latency['first_call_seconds']:.1f} s")

@@ -1,7 +1,7 @@
 """Benchmark: training tokens/s on bench-small, side by side with Hugging Face's
 `ChameleonForConditionalGeneration` in PyTorch on CPU (docs/benchmarks.md).
 
-    python experiments/bench/train_tokens.py [--rounds 3] [--steps-per-round 3] [--allow-busy]
+    python experiments/bench/train_tokens.py [--rounds 3] [--steps-per-round 3] [--allow-busy] [--max-isa AVX2]
         [--json runs/bench/train_tokens.json]
 
 Both sides do the same work per step: forward over a batch of 8 x 512 random token ids,
@@ -15,7 +15,9 @@ both and neither runs beside the other; the figure per side is its median step t
 quiet rounds (the idle CPU share is sampled before each; a round begun while other work held
 more than a tenth of the machine is flagged and left out unless --allow-busy). Also
 reported: model FLOP/s (6 N + attention, per token) as a fraction of this machine's f32
-matmul rate measured in the same run, and the first call's compile time.
+matmul rate measured in the same run (under the same ISA settings), the vector ISA each side
+used, and the first call's compile time. --max-isa AVX2 holds both sides to AVX2 on a machine
+with AVX-512 (cm3jax.benchmarking.ISA_CAPS says how, and what it cannot reach).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from cm3jax.benchmarking import QuietCheck, chameleon_peer, machine, matmul_gflops, time_calls
+from cm3jax.benchmarking import (ISA_CAPS, QuietCheck, chameleon_peer, jax_vector_isa, machine, matmul_gflops,
+                                 restart_with_isa_cap, time_calls, torch_vector_isa)
 from cm3jax.config import load_config
 from cm3jax.errors import UserError
 from cm3jax.config import decoder_config
@@ -79,7 +82,8 @@ class JaxSide:
 
     def describe(self) -> dict:
         return {"parameters": self.parameters, "compile_seconds": self.compile_seconds,
-                "devices": len(jax.devices()), "label": f"cm3jax (JAX {jax.__version__})"}
+                "devices": len(jax.devices()), "vector_isa": jax_vector_isa(),
+                "label": f"cm3jax (JAX {jax.__version__})"}
 
     def run(self) -> float:
         with mesh_context(self.mesh):
@@ -108,7 +112,7 @@ class TorchSide:
 
     def describe(self) -> dict:
         return {"parameters": self.parameters, "torch": self.torch.__version__, "threads": self.threads,
-                "attention": self.attention,
+                "attention": self.attention, "vector_isa": torch_vector_isa(self.torch),
                 "label": f"HF Chameleon, torch {self.torch.__version__} ({self.threads} threads, {self.attention})"}
 
     def run(self) -> float:
@@ -166,8 +170,11 @@ def main() -> None:
     parser.add_argument("--peer-with-our-malloc", action="store_true",
                         help="run the peer with cm3jax's malloc settings too (an allocator-neutral comparison)")
     parser.add_argument("--allow-busy", action="store_true", help="keep rounds timed beside other work in the medians")
+    parser.add_argument("--max-isa", choices=sorted(ISA_CAPS),
+                        help="hold both sides to this vector ISA (approximates a machine without the wider one)")
     parser.add_argument("--json", default="runs/bench/train_tokens.json")
     args = parser.parse_args()
+    restart_with_isa_cap(args.max_isa)
     quiet = QuietCheck(allow_busy=args.allow_busy)
 
     config = load_config(BENCH_SMALL)
@@ -203,11 +210,12 @@ def main() -> None:
               "quiet": quiet.record()}
 
     print(f"\nbench-small training, batch {b} x {t} tokens, float32, AdamW; {machine()}; one process per side")
-    print("| side | parameters | step s (median) | tokens/s | model GFLOP/s | of matmul rate | GLIBC_TUNABLES |\n"
-          "|---|---|---|---|---|---|---|")
+    print("| side | parameters | vector ISA | step s (median) | tokens/s | model GFLOP/s | of matmul rate "
+          "| GLIBC_TUNABLES |\n|---|---|---|---|---|---|---|---|")
     for r in rows.values():
-        print(f"| {r['label']} | {r['parameters']:,} | {r['step_seconds_median']:.2f} | {r['tokens_per_second']:.0f} "
-              f"| {r['model_gflops']:.1f} | {r['fraction_of_matmul_rate']:.2f} | {r['glibc_tunables'] or '-'} |")
+        print(f"| {r['label']} | {r['parameters']:,} | {r['vector_isa']} | {r['step_seconds_median']:.2f} "
+              f"| {r['tokens_per_second']:.0f} | {r['model_gflops']:.1f} | {r['fraction_of_matmul_rate']:.2f} "
+              f"| {r['glibc_tunables'] or '-'} |")
     print(f"\ncm3jax = {ratio:.2f}x the peer's tokens/s (target >= 1.25x); f32 matmul rate {matmul:.0f} GFLOP/s; "
           f"compile {rows['cm3jax']['compile_seconds']:.1f} s; {quiet.summary()}")
     atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
