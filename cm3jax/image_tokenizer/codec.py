@@ -97,7 +97,8 @@ class _Batched(abc.ABC):
         padded = np.zeros((self.batch_size, *inputs.shape[1:]), inputs.dtype)
         padded[:n] = inputs
         before = _traces[self._fn]
-        outputs = self._fn(self._graphdef, self._state, jax.device_put(padded, batch_sharding()))
+        with jax.set_mesh(batch_sharding().mesh):  # host-local, whatever (global) mesh the caller has set
+            outputs = self._fn(self._graphdef, self._state, jax.device_put(padded, batch_sharding()))
         self.compilations += _traces[self._fn] - before
         return outputs
 

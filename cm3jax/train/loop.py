@@ -20,6 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from cm3jax import training_loop
 from cm3jax.checkpoints import Checkpoints, Json
@@ -152,8 +153,10 @@ def with_code_vectors(params, config: ml_collections.ConfigDict, tokenizer):
     else:
         images = factor_images(config, tokenizer)
         vectors = code_factors(images, encode_images(tokenizer, images), tokenizer.config.codebook_size)
+    if jax.process_count() > 1:  # every process holds the same table, even where their CPUs round apart
+        vectors = multihost_utils.broadcast_one_to_all(vectors)
     codes = params["image_codes"]
-    codes[...] = jax.device_put(vectors, codes[...].sharding)
+    codes[...] = jax.device_put(np.asarray(vectors), codes[...].sharding)
     return params
 
 

@@ -7,6 +7,7 @@ from cm3jax.errors import UserError
 from cm3jax.image_tokenizer.codec import CodeDecoder, ImageEncoder, code_looks, decode_codes, encode_images, to_uint8
 from cm3jax.image_tokenizer.model import VQGANConfig
 from cm3jax.image_tokenizer.preprocess import to_unit_range
+from cm3jax.sharding import make_mesh, mesh_context
 from tests.image_tokenizer.test_pretokenize import random_vqgan
 
 # Its own shapes, so no other test module has compiled them (the compile counts below are exact).
@@ -41,6 +42,18 @@ def test_padding_the_last_batch_changes_nothing(model, images):
     np.testing.assert_array_equal(in_batches, whole)
     np.testing.assert_array_equal(encode_images(model, images[:3]), whole[:3])
     np.testing.assert_array_equal(decode_codes(model, whole, batch_size=8), decode_codes(model, whole))
+
+
+def test_a_callers_mesh_over_other_devices_changes_nothing(model, images):
+    # as in a multi-process run, where the training mesh spans devices this process cannot address
+    if jax.local_device_count() < 2:
+        pytest.skip("needs two devices")
+    whole = encode_images(model, images)
+    with mesh_context(make_mesh((1, 1, 1), jax.local_devices()[-1:])):
+        codes = encode_images(model, images)
+        pixels = decode_codes(model, codes)
+    np.testing.assert_array_equal(codes, whole)
+    np.testing.assert_array_equal(pixels, decode_codes(model, whole))
 
 
 def test_dispatch_compiles_once_and_returns_before_reading_back(model, images):
