@@ -66,11 +66,14 @@ class Recipe:
 CONV_8192 = (("model.encoder", "conv"), ("model.codebook_size", 8192), ("model.patch_width", 64))
 PATCH_2048 = (("model.encoder", "patch"), ("model.codebook_size", 2048), ("model.patch_width", 64))
 # The decoder recipe before this study, as overrides of experiments/shapes_tiny.py:retrieval.
+NO_FACTORS = (("model.image_code_source", "codebook"), ("model.image_code_features", 0))
 BEFORE = (("model.positions", "learned"), ("model.image_positions", 0), ("data.cm3_rate", 0.5),
-          ("data.image_to_text", 0.5), ("data.throwaway_emblems", 0.0))
+          ("data.image_to_text", 0.5), ("data.throwaway_emblems", 0.0)) + NO_FACTORS
 ROPE = (("model.positions", "rope"),)
 MIX = (("data.cm3_rate", 0.1), ("data.image_to_text", 0.3))
 IMAGE_POSITIONS = (("model.image_positions", 64),)
+CODEBOOK_FEATURES = (("model.image_code_source", "codebook"), ("model.image_code_features", 16))
+FACTORS = (("model.image_code_source", "factors"), ("model.image_code_features", FACTOR_FEATURES))
 RECIPES = {
     "baseline": Recipe("the demo's recipe before this study: taming encoder with 8,192 codes, learned positions, "
                        "half the documents CM3-masked, half image-first", "retrieval", BEFORE, CONV_8192),
@@ -85,34 +88,30 @@ RECIPES = {
                                    BEFORE + ROPE + MIX + IMAGE_POSITIONS + (
                                        ("model.d_model", 256), ("model.n_heads", 8), ("model.mlp_hidden", 1024)),
                                    PATCH_2048),
-    "codebook_features": Recipe("default plus image tokens embedded and predicted also through their (frozen) VQ-GAN "
-                                "codebook vectors, so codes that look alike share what is learned",
-                                "retrieval", (("model.image_code_features", 16),)),
+    "no_factors": Recipe("the default until 2026-12-07: image codes without their Shapes factors", "retrieval",
+                         NO_FACTORS),
+    "codebook_features": Recipe("no_factors plus image tokens embedded and predicted also through their (frozen) "
+                                "VQ-GAN codebook vectors, so codes that look alike share what is learned",
+                                "retrieval", CODEBOOK_FEATURES),
     "codebook_features_lr_6e-3": Recipe("codebook_features at twice the peak learning rate (6e-3)", "retrieval",
-                                        (("model.image_code_features", 16), ("train.peak_lr", 6e-3))),
-    "pixel_features": Recipe("default plus image tokens embedded and predicted also through what each code draws "
+                                        CODEBOOK_FEATURES + (("train.peak_lr", 6e-3),)),
+    "pixel_features": Recipe("no_factors plus image tokens embedded and predicted also through what each code draws "
                              "(every pixel's RGB and squared length), so a logit scores each pixel's colour",
                              "retrieval", (("model.image_code_features", 64), ("model.image_code_source", "pixels"))),
-    "code_factors": Recipe("default plus image tokens embedded and predicted also through their Shapes factors (the "
+    "code_factors": Recipe("no_factors plus image tokens embedded and predicted also through their Shapes factors (the "
                            "mask of the patch each code encodes, one-hot, and its colours), so a mask learnt in one "
-                           "colour is known in every other", "retrieval",
-                           (("model.image_code_features", FACTOR_FEATURES), ("model.image_code_source", "factors"))),
+                           "colour is known in every other (the default since 2026-12-07)", "retrieval", FACTORS),
     "code_factors_throwaway_0.3": Recipe("code_factors with three in ten examples throwaway emblems (not one), to "
                                          "keep the copying the factors cost", "retrieval",
-                                         (("model.image_code_features", FACTOR_FEATURES),
-                                          ("model.image_code_source", "factors"), ("data.throwaway_emblems", 0.3))),
+                                         FACTORS + (("data.throwaway_emblems", 0.3),)),
     "code_factors_image_first_0.15": Recipe("code_factors with half the image-first documents (0.15, not 0.3), so "
                                             "more of each step is text -> image", "retrieval",
-                                            (("model.image_code_features", FACTOR_FEATURES),
-                                             ("model.image_code_source", "factors"), ("data.image_to_text", 0.15))),
+                                            FACTORS + (("data.image_to_text", 0.15),)),
     "code_factors_lr_6e-3": Recipe("code_factors at twice the peak learning rate (6e-3)", "retrieval",
-                                   (("model.image_code_features", FACTOR_FEATURES),
-                                    ("model.image_code_source", "factors"), ("train.peak_lr", 6e-3))),
+                                   FACTORS + (("train.peak_lr", 6e-3),)),
     "code_factors_drawn_x4": Recipe("code_factors with four times the loss weight on the image codes that draw "
                                     "something (all but each image's most frequent code, its background)",
-                                    "retrieval", (("model.image_code_features", FACTOR_FEATURES),
-                                                  ("model.image_code_source", "factors"),
-                                                  ("data.drawn_code_weight", 4.0))),
+                                    "retrieval", FACTORS + (("data.drawn_code_weight", 4.0),)),
     "drawn_x4": Recipe("default with four times the loss weight on the image codes that draw something",
                        "retrieval", (("data.drawn_code_weight", 4.0),)),
     "lr_to_zero": Recipe("default with the learning rate decayed linearly to zero (not to a tenth of its peak)",
@@ -120,15 +119,14 @@ RECIPES = {
     "batch_8": Recipe("default with half the batch (8 x 256 tokens a step)", "retrieval", (("train.batch_size", 8),)),
     "depth_6": Recipe("default with 6 layers instead of 4", "retrieval", (("model.n_layers", 6),)),
     "codebook_features_100k": Recipe("codebook_features on 100,000 training scenes (the run's world has 10,000)",
-                                     "retrieval", (("model.image_code_features", 16),), scenes=100_000),
+                                     "retrieval", CODEBOOK_FEATURES, scenes=100_000),
     "memory_2k": Recipe("default with the memory bank of 2,000 documents that was the demo's until 2026-12-04: two "
                         "thirds of each row are retrieved documents, trained on, and these repeat every ~60 steps",
                         "retrieval", memory=2_000),
     "memory_20k": Recipe("default with a memory bank of 20,000 documents (the demo's since 2026-12-04)", "retrieval",
                          memory=20_000),
     "code_factors_memory_20k": Recipe("code_factors with a memory bank of 20,000 documents", "retrieval",
-                                      (("model.image_code_features", FACTOR_FEATURES),
-                                       ("model.image_code_source", "factors")), memory=20_000),
+                                      FACTORS, memory=20_000),
     "always_documents": Recipe("the default until 2026-12-04: every example after its documents, none trained "
                                "without (so a prompt with 0 documents, every caption prompt, was new to the model)",
                                "retrieval", (("data.no_documents", 0.0),)),

@@ -7,10 +7,11 @@
 The CM3Leon recipe (LayerNorm without affine, GELU, std 0.006 init, zero output projections)
 at toy size, with what the recipe study (docs/recipe.md, chosen on the dev split) found a
 model this small needs: rotary positions, a learned embedding of each image token's place in
-its image, fewer CM3-masked (0.1) and image-first (0.3) documents, a tenth of the examples
-throwaway emblems that only copying their retrieved document can draw, and a fifth of the
-examples trained without their retrieved documents (so a prompt with none, every caption prompt
-among them, is one the model has seen).
+its image, each image code read also through its Shapes factors (which pixels of its patch
+are background or which object's colour, and which colours), fewer CM3-masked (0.1) and
+image-first (0.3) documents, a tenth of the examples throwaway emblems that only copying their
+retrieved document can draw, and a fifth of the examples trained without their retrieved
+documents (so a prompt with none, every caption prompt among them, is one the model has seen).
 
 Variants: `default`, `retrieval` (what `cm3jax demo` trains: retrieval-augmented, each example
 after up to two of its offline neighbours, `doc <eos> doc <eos> query`, in a 256-token
@@ -22,6 +23,7 @@ steps, for tests).
 import ml_collections
 
 from cm3jax.config import decoder_experiment
+from cm3jax.image_tokenizer.codebook import FACTOR_FEATURES
 
 VARIANTS = ("default", "retrieval", "test", "test_retrieval")
 
@@ -36,7 +38,9 @@ def get_config(variant: str = "default"):
     steps = 6 if test else 4000 if retrieval else 2000
     config = decoder_experiment(
         model=dict(vocab_size=0, d_model=128, n_layers=4, n_heads=4, mlp_hidden=512, max_seq_len=seq_len,
-                   positions="rope", image_positions=64),
+                   positions="rope", image_positions=64,
+                   # each image code also embedded and predicted through its Shapes factors (mask, colours)
+                   image_code_source="factors", image_code_features=FACTOR_FEATURES),
         train=dict(steps=steps, batch_size=batch_size, seq_len=seq_len, warmup_steps=min(100, steps // 2),
                    peak_lr=3e-3, weight_decay=0.0, seed=0),
     )
